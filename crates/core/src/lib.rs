@@ -1,0 +1,11 @@
+//! stevedore-core: the pure logic shared by the Node addon and the WebAssembly build.
+//!
+//! Nothing here knows about Node, the DOM or a particular filesystem: inputs are byte slices
+//! and small traits, outputs are plain values and one [`Error`] enum whose [`Error::code`] is
+//! the stable identifier the bindings expose to JavaScript.
+
+pub mod digest;
+pub mod error;
+
+pub use digest::{Algorithm, Digest, Hasher};
+pub use error::{Error, Result};
