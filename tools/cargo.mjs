@@ -11,7 +11,17 @@
 //   node tools/cargo.mjs wasm                build crates/wasm → packages/core/wasm/stevedore_core.wasm
 //   node tools/cargo.mjs test | clippy | fmt-check
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, statSync, symlinkSync, writeFileSync, readlinkSync, rmSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -31,6 +41,22 @@ function run(cmd, args, env, cwd = root) {
   log(`${cmd} ${args.join(' ')}`);
   const r = spawnSync(cmd, args, { cwd, env: { ...process.env, ...env }, stdio: 'inherit' });
   if (r.error) throw new Error(`could not run ${cmd}: ${r.error.message}`);
+  if (r.status !== 0) process.exit(r.status ?? 1);
+}
+
+/** Like `run`, also saving stdout (cargo test's result lines) for tools/test-summary.mjs. */
+function runTee(cmd, args, env, file) {
+  log(`${cmd} ${args.join(' ')}`);
+  mkdirSync(dirname(file), { recursive: true });
+  const r = spawnSync(cmd, args, {
+    cwd: root,
+    env: { ...process.env, ...env },
+    stdio: ['inherit', 'pipe', 'inherit'],
+    maxBuffer: 64 << 20,
+  });
+  if (r.error) throw new Error(`could not run ${cmd}: ${r.error.message}`);
+  process.stdout.write(r.stdout);
+  writeFileSync(file, r.stdout);
   if (r.status !== 0) process.exit(r.status ?? 1);
 }
 
@@ -112,8 +138,16 @@ function hostTriple() {
 async function buildNative(debug) {
   const env = await cargoEnv();
   const napi = join(root, 'node_modules', '.bin', 'napi');
-  const args = ['build', '--platform', '--manifest-path', join(root, 'crates/node/Cargo.toml'),
-    '--package-json-path', join(coreDir, 'package.json'), '--output-dir', coreDir];
+  const args = [
+    'build',
+    '--platform',
+    '--manifest-path',
+    join(root, 'crates/node/Cargo.toml'),
+    '--package-json-path',
+    join(coreDir, 'package.json'),
+    '--output-dir',
+    coreDir,
+  ];
   if (!debug) args.push('--release');
   run(napi, args, env);
 }
@@ -123,8 +157,9 @@ async function buildWasm() {
   const out = join(coreDir, 'wasm');
   mkdirSync(out, { recursive: true });
   const targetDir = join(root, 'target', 'wasm');
-  const rustupHasWasm =
-    spawnSync('rustup', ['target', 'list', '--installed'], { encoding: 'utf8' }).stdout?.includes('wasm32-unknown-unknown');
+  const rustupHasWasm = spawnSync('rustup', ['target', 'list', '--installed'], { encoding: 'utf8' }).stdout?.includes(
+    'wasm32-unknown-unknown',
+  );
   const common = ['build', '--release', '-p', 'stevedore-wasm', '--target', 'wasm32-unknown-unknown'];
   if (rustupHasWasm) {
     run('cargo', common, { ...env, CARGO_TARGET_DIR: targetDir });
@@ -142,7 +177,10 @@ async function buildWasm() {
       RUSTFLAGS: '-C target-feature=+simd128,+bulk-memory',
     });
   }
-  copyFileSync(join(targetDir, 'wasm32-unknown-unknown', 'release', 'stevedore_wasm.wasm'), join(out, 'stevedore_core.wasm'));
+  copyFileSync(
+    join(targetDir, 'wasm32-unknown-unknown', 'release', 'stevedore_wasm.wasm'),
+    join(out, 'stevedore_core.wasm'),
+  );
   log(`wrote ${join('packages/core/wasm', 'stevedore_core.wasm')}`);
 }
 
@@ -154,7 +192,12 @@ async function main() {
     case 'wasm':
       return buildWasm();
     case 'test':
-      return run('cargo', ['test', '--workspace', '--exclude', 'stevedore-node', ...rest], await cargoEnv());
+      return runTee(
+        'cargo',
+        ['test', '--workspace', '--exclude', 'stevedore-node', ...rest],
+        await cargoEnv(),
+        join(buildDir, 'test-results', 'cargo.txt'),
+      );
     case 'clippy':
       return run('cargo', ['clippy', '--workspace', '--all-targets', '--', '-D', 'warnings'], await cargoEnv());
     case 'fmt-check':

@@ -82,7 +82,10 @@ export class Hasher {
   private inner: HasherBackend;
   private bytes = 0;
 
-  constructor(readonly algorithm: DigestAlgorithm = 'sha256', inner?: HasherBackend) {
+  constructor(
+    readonly algorithm: DigestAlgorithm = 'sha256',
+    inner?: HasherBackend,
+  ) {
     this.inner = inner ?? backend().createHasher(algorithm);
   }
 

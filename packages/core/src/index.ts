@@ -65,7 +65,10 @@ export function useBackend(kind: 'native' | 'wasm' | Backend): Backend {
  * Hashes a file: natively it is read and hashed on libuv's pool in one call; with WASM it is
  * streamed through a hasher. Memory stays flat either way.
  */
-export async function hashFile(path: string, algorithm: DigestAlgorithm = 'sha256'): Promise<{ digest: Digest; size: number }> {
+export async function hashFile(
+  path: string,
+  algorithm: DigestAlgorithm = 'sha256',
+): Promise<{ digest: Digest; size: number }> {
   const b = backend();
   if (b.kind === 'native' && nativeAddon) {
     const r = await nativeBackend(nativeAddon).hashFile(algorithm, path);

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { arch, platform } from 'node:process';
 import { dirname, join } from 'node:path';
+import { arch, platform } from 'node:process';
 import { fileURLToPath } from 'node:url';
 import type { Backend, DigestAlgorithm, HasherBackend } from './backend.js';
 import { asStevedoreError } from './errors.js';
@@ -64,7 +64,10 @@ class NativeHasher implements HasherBackend {
     guard(() => this.addon.hasherUpdate(this.handle, data));
   }
   clone(): HasherBackend {
-    return new NativeHasher(this.addon, guard(() => this.addon.hasherClone(this.handle)));
+    return new NativeHasher(
+      this.addon,
+      guard(() => this.addon.hasherClone(this.handle)),
+    );
   }
   finish(): string {
     return guard(() => this.addon.hasherFinish(this.handle));
@@ -91,6 +94,10 @@ export function nativeBackend(addon: NativeAddon): Backend & { hashFile: NativeA
         throw asStevedoreError(e);
       }
     },
-    createHasher: (alg) => new NativeHasher(addon, guard(() => addon.hasherCreate(alg))),
+    createHasher: (alg) =>
+      new NativeHasher(
+        addon,
+        guard(() => addon.hasherCreate(alg)),
+      ),
   };
 }

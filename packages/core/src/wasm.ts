@@ -121,7 +121,10 @@ function backendFrom(instance: WebAssembly.Instance): Backend {
   const core = new WasmCore(instance.exports as unknown as WasmExports);
   const x = core.x;
   const createHasher = (alg: DigestAlgorithm): WasmHasher =>
-    new WasmHasher(core, core.withString(alg, (p, l) => core.check(x.stevedore_hasher_create(p, l))));
+    new WasmHasher(
+      core,
+      core.withString(alg, (p, l) => core.check(x.stevedore_hasher_create(p, l))),
+    );
   const hash = (alg: DigestAlgorithm, data: Uint8Array): string => {
     if (data.length <= SCRATCH_SIZE) {
       const ptr = core.put(data);
@@ -159,8 +162,10 @@ export async function wasmBackend(source: BufferSource | Response | Promise<Resp
     if (!resolved.ok) {
       throw new StevedoreError('ERR_WASM_LOAD', `fetching the stevedore wasm core failed: HTTP ${resolved.status}`);
     }
-    if (typeof WebAssembly.instantiateStreaming === 'function' &&
-      resolved.headers.get('content-type')?.startsWith('application/wasm')) {
+    if (
+      typeof WebAssembly.instantiateStreaming === 'function' &&
+      resolved.headers.get('content-type')?.startsWith('application/wasm')
+    ) {
       return backendFrom((await WebAssembly.instantiateStreaming(resolved, {})).instance);
     }
     return backendFrom((await WebAssembly.instantiate(await resolved.arrayBuffer(), {})).instance);

@@ -5,10 +5,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
 import {
-  type DigestAlgorithm,
   Digest,
+  type DigestAlgorithm,
   Hasher,
   hash,
   hashAsync,
@@ -17,6 +16,7 @@ import {
   sha256,
   useBackend,
 } from '@stevedore/core';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 const ALGS: DigestAlgorithm[] = ['sha256', 'sha512'];
 const node = (alg: DigestAlgorithm, data: Uint8Array) => `${alg}:${createHash(alg).update(data).digest('hex')}`;
@@ -34,7 +34,26 @@ function bytes(n: number, seed = n): Uint8Array {
   return out;
 }
 
-const SIZES = [0, 1, 3, 55, 56, 63, 64, 65, 111, 112, 127, 128, 129, 1000, 4096, 1 << 20, (1 << 20) + 17, 3 * (1 << 20) + 5];
+const SIZES = [
+  0,
+  1,
+  3,
+  55,
+  56,
+  63,
+  64,
+  65,
+  111,
+  112,
+  127,
+  128,
+  129,
+  1000,
+  4096,
+  1 << 20,
+  (1 << 20) + 17,
+  3 * (1 << 20) + 5,
+];
 
 describe.each(['native', 'wasm'] as const)('digests on the %s backend', (kind) => {
   beforeAll(() => {
@@ -151,8 +170,15 @@ describe('backend selection (STEVEDORE_BACKEND)', () => {
     const env = { ...process.env };
     delete env.STEVEDORE_BACKEND;
     if (value !== undefined) env.STEVEDORE_BACKEND = value;
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e',
-      "const m = await import('@stevedore/core'); try { console.log(m.backendKind()); } catch (e) { console.log(e.code); }"], { env, encoding: 'utf8' });
+    const r = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        "const m = await import('@stevedore/core'); try { console.log(m.backendKind()); } catch (e) { console.log(e.code); }",
+      ],
+      { env, encoding: 'utf8' },
+    );
     return r.stdout.trim();
   };
   it('prefers the native addon, honours wasm and rejects nonsense', () => {
