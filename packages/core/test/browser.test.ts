@@ -1,0 +1,103 @@
+// Browser smoke test: the browser entry point and the wasm build, loaded by a page served on
+// loopback into Debian's Chromium (playwright-core), computing digests in the page.
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { dirname, extname, join, normalize } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type Browser, chromium } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const pkg = join(dirname(fileURLToPath(import.meta.url)), '..');
+const CHROMIUM = process.env.STEVEDORE_CHROMIUM ?? '/usr/bin/chromium';
+const TYPES: Record<string, string> = {
+  '.html': 'text/html',
+  '.js': 'text/javascript',
+  '.wasm': 'application/wasm',
+  '.map': 'application/json',
+};
+
+const PAGE = `<!doctype html><meta charset="utf-8"><title>core smoke</title>
+<script type="module">
+  import { init, sha256, Hasher, Digest, backendKind } from '/dist/browser.js';
+  window.ready = init().then(() => backendKind());
+  window.core = { sha256, Hasher, Digest };
+</script>`;
+
+let server: Server;
+let base: string;
+let browser: Browser;
+
+beforeAll(async () => {
+  server = createServer(async (req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname === '/') {
+      res.writeHead(200, { 'content-type': 'text/html' }).end(PAGE);
+      return;
+    }
+    const file = normalize(join(pkg, url.pathname));
+    if (!file.startsWith(join(pkg, 'dist')) && !file.startsWith(join(pkg, 'wasm'))) {
+      res.writeHead(404).end();
+      return;
+    }
+    try {
+      const body = await readFile(file);
+      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' }).end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--no-first-run',
+    ],
+  });
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await new Promise((r) => server?.close(r));
+});
+
+describe('wasm core in Chromium', () => {
+  it('loads through the browser entry and hashes like node:crypto', async () => {
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(base + '/');
+    expect(await page.evaluate(() => (window as unknown as { ready: Promise<string> }).ready)).toBe('wasm');
+    const result = await page.evaluate(() => {
+      type Core = {
+        sha256(d: Uint8Array): { toString(): string };
+        Hasher: new (a: string) => { update(d: Uint8Array): unknown; digest(): { toString(): string } };
+        Digest: { parse(s: string): unknown };
+      };
+      const { sha256, Hasher, Digest } = (window as unknown as { core: Core }).core;
+      const data = new Uint8Array(3_000_000).map((_, i) => (i * 31) & 0xff);
+      const h = new Hasher('sha512');
+      for (let o = 0; o < data.length; o += 65_536) h.update(data.subarray(o, o + 65_536));
+      let parseError = '';
+      try {
+        Digest.parse('sha256:nothex');
+      } catch (e) {
+        parseError = `${(e as { code: string }).code}: ${(e as Error).message}`;
+      }
+      return { one: sha256(data).toString(), stream: h.digest().toString(), parseError };
+    });
+    const data = new Uint8Array(3_000_000).map((_, i) => (i * 31) & 0xff);
+    expect(result.one).toBe(`sha256:${createHash('sha256').update(data).digest('hex')}`);
+    expect(result.stream).toBe(`sha512:${createHash('sha512').update(data).digest('hex')}`);
+    expect(result.parseError).toMatch(/^ERR_INVALID_DIGEST: invalid digest/);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+});
