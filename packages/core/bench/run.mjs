@@ -7,8 +7,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createSHA256 } from 'hash-wasm';
 import { loadNativeBackend, loadWasmBackend } from '@stevedore/core';
+import { createSHA256 } from 'hash-wasm';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const native = loadNativeBackend();
@@ -45,16 +45,30 @@ for (const size of [1 << 20, 256 << 20]) {
   const chunk = 1 << 20;
   report(group, 'node:crypto', size, await time(() => createHash('sha256').update(data).digest('hex'), reps));
   report(group, 'stevedore native (sync)', size, await time(() => native.hash('sha256', data), reps), 'node:crypto');
-  report(group, 'stevedore native (pool)', size, await time(() => native.hashAsync('sha256', data), reps), 'node:crypto');
-  report(group, 'hash-wasm', size, await time(() => {
-    hashWasm.init();
-    for (let o = 0; o < size; o += chunk) hashWasm.update(data.subarray(o, o + chunk));
-    return hashWasm.digest('hex');
-  }, reps));
+  report(
+    group,
+    'stevedore native (pool)',
+    size,
+    await time(() => native.hashAsync('sha256', data), reps),
+    'node:crypto',
+  );
+  report(
+    group,
+    'hash-wasm',
+    size,
+    await time(() => {
+      hashWasm.init();
+      for (let o = 0; o < size; o += chunk) hashWasm.update(data.subarray(o, o + chunk));
+      return hashWasm.digest('hex');
+    }, reps),
+  );
   report(group, 'stevedore wasm', size, await time(() => wasm.hash('sha256', data), reps), 'hash-wasm');
 }
 
 const machine = `${cpus()[0]?.model ?? 'unknown cpu'} ×${cpus().length}, node ${process.versions.node}`;
 mkdirSync(join(root, 'build', 'bench'), { recursive: true });
-writeFileSync(join(root, 'build', 'bench', 'core.json'), JSON.stringify({ machine, date: new Date().toISOString(), results }, null, 2));
+writeFileSync(
+  join(root, 'build', 'bench', 'core.json'),
+  JSON.stringify({ machine, date: new Date().toISOString(), results }, null, 2),
+);
 console.log(`\nmachine: ${machine}`);

@@ -53,7 +53,10 @@ export async function demoCommand(opts: { keep?: boolean }, out: Output): Promis
     useBackend('native');
 
     const manifest = join(work, 'SHA256SUMS');
-    writeFileSync(manifest, [...native].map(([f, d]) => `${d.slice(7)}  ${f.slice(rootfs.length + 1)}`).join('\n') + '\n');
+    writeFileSync(
+      manifest,
+      [...native].map(([f, d]) => `${d.slice(7)}  ${f.slice(rootfs.length + 1)}`).join('\n') + '\n',
+    );
     out.data(
       { rootfs, files: files.length, bytes: total, sums: manifest, throughputMBps: rates, kept: Boolean(opts.keep) },
       () =>
