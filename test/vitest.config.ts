@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import { reporters } from '../tools/vitest-shared.mjs';
 
 export default defineConfig({
   test: {
@@ -14,5 +15,6 @@ export default defineConfig({
     pool: 'forks',
     globalSetup: ['./harness/global-setup.ts'],
     setupFiles: ['./harness/setup.ts'],
+    reporters: reporters('integration'),
   },
 });
