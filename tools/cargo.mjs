@@ -117,15 +117,15 @@ function prepareOfflineSource() {
 
 /** Environment for cargo: a private CARGO_HOME with the offline source when needed. */
 export async function cargoEnv() {
-  if (await cratesIoReachable()) return {};
+  const home = process.env.HOME ?? '/root';
+  const userCargoBin = join(process.env.CARGO_HOME ?? join(home, '.cargo'), 'bin');
+  // rustup's cargo must win over Debian's /usr/bin/cargo (cargo-web), which npm's PATH
+  // (node's own dir first) would otherwise pick: mixing the two breaks incremental builds.
+  const base = { PATH: withCargoBin(process.env.PATH ?? '', userCargoBin) };
+  if (await cratesIoReachable()) return base;
   prepareOfflineSource();
   // rustup's proxies find their toolchains through RUSTUP_HOME, which must stay the user's own.
-  const home = process.env.HOME ?? '/root';
-  return {
-    CARGO_HOME: offlineHome,
-    RUSTUP_HOME: process.env.RUSTUP_HOME ?? join(home, '.rustup'),
-    PATH: withCargoBin(process.env.PATH ?? '', join(process.env.CARGO_HOME ?? join(home, '.cargo'), 'bin')),
-  };
+  return { ...base, CARGO_HOME: offlineHome, RUSTUP_HOME: process.env.RUSTUP_HOME ?? join(home, '.rustup') };
 }
 
 function hostTriple() {
@@ -201,7 +201,7 @@ async function main() {
     case 'clippy':
       return run('cargo', ['clippy', '--workspace', '--all-targets', '--', '-D', 'warnings'], await cargoEnv());
     case 'fmt-check':
-      return run('cargo', ['fmt', '--all', '--check'], {});
+      return run('cargo', ['fmt', '--all', '--check'], await cargoEnv());
     case 'env': {
       const env = await cargoEnv();
       for (const [k, v] of Object.entries(env)) process.stdout.write(`export ${k}=${JSON.stringify(v)}\n`);
@@ -223,7 +223,8 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   });
 }
 
+/** Puts `bin` first on PATH when it holds a cargo (rustup's proxies), keeping the rest in order. */
 function withCargoBin(path, bin) {
-  // Once CARGO_HOME moves, rustup's proxies must still be found on PATH.
-  return path.split(':').includes(bin) ? path : `${bin}:${path}`;
+  if (!existsSync(join(bin, 'cargo'))) return path;
+  return [bin, ...path.split(':').filter((p) => p && p !== bin)].join(':');
 }

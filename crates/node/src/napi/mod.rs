@@ -25,13 +25,24 @@ pub struct JsError {
 
 impl JsError {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        JsError { code, message: message.into(), type_error: false }
+        JsError {
+            code,
+            message: message.into(),
+            type_error: false,
+        }
     }
     pub fn type_error(message: impl Into<String>) -> Self {
-        JsError { code: "ERR_INVALID_ARG_TYPE", message: message.into(), type_error: true }
+        JsError {
+            code: "ERR_INVALID_ARG_TYPE",
+            message: message.into(),
+            type_error: true,
+        }
     }
     fn napi(status: napi_status, what: &str) -> Self {
-        JsError::new("ERR_NAPI", format!("Node-API call {what} failed with status {status}"))
+        JsError::new(
+            "ERR_NAPI",
+            format!("Node-API call {what} failed with status {status}"),
+        )
     }
 }
 
@@ -67,7 +78,10 @@ fn cstring(s: &str) -> CString {
 impl Env {
     pub fn undefined(self) -> JsResult<napi_value> {
         let mut v = ptr::null_mut();
-        check(unsafe { napi_get_undefined(self.0, &mut v) }, "get_undefined")?;
+        check(
+            unsafe { napi_get_undefined(self.0, &mut v) },
+            "get_undefined",
+        )?;
         Ok(v)
     }
 
@@ -79,27 +93,37 @@ impl Env {
 
     pub fn boolean(self, b: bool) -> JsResult<napi_value> {
         let mut v = ptr::null_mut();
-        check(unsafe { napi_get_boolean(self.0, b, &mut v) }, "get_boolean")?;
+        check(
+            unsafe { napi_get_boolean(self.0, b, &mut v) },
+            "get_boolean",
+        )?;
         Ok(v)
     }
 
     pub fn double(self, n: f64) -> JsResult<napi_value> {
         let mut v = ptr::null_mut();
-        check(unsafe { napi_create_double(self.0, n, &mut v) }, "create_double")?;
+        check(
+            unsafe { napi_create_double(self.0, n, &mut v) },
+            "create_double",
+        )?;
         Ok(v)
     }
 
     pub fn string(self, s: &str) -> JsResult<napi_value> {
         let mut v = ptr::null_mut();
-        let status =
-            unsafe { napi_create_string_utf8(self.0, s.as_ptr() as *const c_char, s.len(), &mut v) };
+        let status = unsafe {
+            napi_create_string_utf8(self.0, s.as_ptr() as *const c_char, s.len(), &mut v)
+        };
         check(status, "create_string_utf8")?;
         Ok(v)
     }
 
     pub fn object(self) -> JsResult<napi_value> {
         let mut v = ptr::null_mut();
-        check(unsafe { napi_create_object(self.0, &mut v) }, "create_object")?;
+        check(
+            unsafe { napi_create_object(self.0, &mut v) },
+            "create_object",
+        )?;
         Ok(v)
     }
 
@@ -110,7 +134,10 @@ impl Env {
             "create_array",
         )?;
         for (i, item) in items.iter().enumerate() {
-            check(unsafe { napi_set_element(self.0, v, i as u32, *item) }, "set_element")?;
+            check(
+                unsafe { napi_set_element(self.0, v, i as u32, *item) },
+                "set_element",
+            )?;
         }
         Ok(v)
     }
@@ -194,7 +221,10 @@ impl Env {
             return Err(JsError::type_error(format!("{what} must be a number")));
         }
         let mut n = 0f64;
-        check(unsafe { napi_get_value_double(self.0, value, &mut n) }, "get_value_double")?;
+        check(
+            unsafe { napi_get_value_double(self.0, value, &mut n) },
+            "get_value_double",
+        )?;
         Ok(n)
     }
 
@@ -203,7 +233,10 @@ impl Env {
             return Err(JsError::type_error(format!("{what} must be a boolean")));
         }
         let mut b = false;
-        check(unsafe { napi_get_value_bool(self.0, value, &mut b) }, "get_value_bool")?;
+        check(
+            unsafe { napi_get_value_bool(self.0, value, &mut b) },
+            "get_value_bool",
+        )?;
         Ok(b)
     }
 
@@ -211,9 +244,14 @@ impl Env {
     /// call only; to use it on another thread, keep the value alive with [`Env::spawn`].
     pub fn get_bytes<'a>(self, value: napi_value, what: &str) -> JsResult<&'a [u8]> {
         let mut is_typed = false;
-        check(unsafe { napi_is_typedarray(self.0, value, &mut is_typed) }, "is_typedarray")?;
+        check(
+            unsafe { napi_is_typedarray(self.0, value, &mut is_typed) },
+            "is_typedarray",
+        )?;
         if !is_typed {
-            return Err(JsError::type_error(format!("{what} must be a Uint8Array or Buffer")));
+            return Err(JsError::type_error(format!(
+                "{what} must be a Uint8Array or Buffer"
+            )));
         }
         let mut kind = 0;
         let mut len = 0usize;
@@ -235,7 +273,9 @@ impl Env {
             "get_typedarray_info",
         )?;
         if kind != NAPI_UINT8_ARRAY {
-            return Err(JsError::type_error(format!("{what} must be a Uint8Array or Buffer")));
+            return Err(JsError::type_error(format!(
+                "{what} must be a Uint8Array or Buffer"
+            )));
         }
         if len == 0 || data.is_null() {
             return Ok(&[]);
@@ -262,12 +302,21 @@ impl Env {
     }
 
     /// The Rust value behind an external made by [`Env::external`], checked by type.
-    pub fn get_external<'a, T: Any + Send>(self, value: napi_value, what: &str) -> JsResult<&'a mut T> {
+    pub fn get_external<'a, T: Any + Send>(
+        self,
+        value: napi_value,
+        what: &str,
+    ) -> JsResult<&'a mut T> {
         if self.type_of(value)? != NAPI_EXTERNAL {
-            return Err(JsError::type_error(format!("{what} must be a handle from this addon")));
+            return Err(JsError::type_error(format!(
+                "{what} must be a handle from this addon"
+            )));
         }
         let mut raw = ptr::null_mut();
-        check(unsafe { napi_get_value_external(self.0, value, &mut raw) }, "get_value_external")?;
+        check(
+            unsafe { napi_get_value_external(self.0, value, &mut raw) },
+            "get_value_external",
+        )?;
         let outer = unsafe { &mut *(raw as *mut Box<dyn Any + Send>) };
         outer
             .downcast_mut::<T>()
@@ -333,11 +382,17 @@ impl Env {
     {
         let mut deferred = ptr::null_mut();
         let mut promise = ptr::null_mut();
-        check(unsafe { napi_create_promise(self.0, &mut deferred, &mut promise) }, "create_promise")?;
+        check(
+            unsafe { napi_create_promise(self.0, &mut deferred, &mut promise) },
+            "create_promise",
+        )?;
         let mut refs = Vec::with_capacity(keep_alive.len());
         for v in keep_alive {
             let mut r = ptr::null_mut();
-            check(unsafe { napi_create_reference(self.0, *v, 1, &mut r) }, "create_reference")?;
+            check(
+                unsafe { napi_create_reference(self.0, *v, 1, &mut r) },
+                "create_reference",
+            )?;
             refs.push(r);
         }
         let task = Box::new(Task::<T> {
@@ -445,7 +500,10 @@ fn panic_error(panic: Box<dyn Any + Send>) -> JsError {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_string());
-    JsError::new("ERR_INTERNAL", format!("internal error in stevedore native addon: {msg}"))
+    JsError::new(
+        "ERR_INTERNAL",
+        format!("internal error in stevedore native addon: {msg}"),
+    )
 }
 
 const MAX_ARGS: usize = 8;
@@ -455,8 +513,14 @@ unsafe extern "C" fn trampoline(env: napi_env, info: napi_callback_info) -> napi
     let mut argc = MAX_ARGS;
     let mut argv = [ptr::null_mut(); MAX_ARGS];
     let mut data = ptr::null_mut();
-    let status =
-        napi_get_cb_info(env.0, info, &mut argc, argv.as_mut_ptr(), ptr::null_mut(), &mut data);
+    let status = napi_get_cb_info(
+        env.0,
+        info,
+        &mut argc,
+        argv.as_mut_ptr(),
+        ptr::null_mut(),
+        &mut data,
+    );
     if status != NAPI_OK {
         env.throw(&JsError::napi(status, "get_cb_info"));
         return ptr::null_mut();
@@ -490,7 +554,10 @@ unsafe impl Send for PinnedBytes {}
 
 impl PinnedBytes {
     pub fn new(bytes: &[u8]) -> Self {
-        PinnedBytes { ptr: bytes.as_ptr(), len: bytes.len() }
+        PinnedBytes {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+        }
     }
     pub fn as_slice(&self) -> &[u8] {
         if self.len == 0 {
