@@ -2,7 +2,7 @@
 // Adds up the suite's results (vitest JSON reports and cargo's own lines) into one closing
 // line, "N passed, N failed", and exits non-zero when anything failed or nothing ran.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join, resolve, dirname } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const dir = join(resolve(dirname(fileURLToPath(import.meta.url)), '..'), 'build', 'test-results');

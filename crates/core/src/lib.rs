@@ -6,6 +6,8 @@
 
 pub mod digest;
 pub mod error;
+pub mod overlay;
+pub mod tar;
 
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::{Error, Result};
