@@ -13,6 +13,8 @@ pub enum Error {
     UnsupportedAlgorithm { name: String },
     /// Content hashed to something other than what was expected.
     DigestMismatch { expected: String, actual: String },
+    /// A binding sent bytes that are not a valid wire record (see `wire`).
+    WireMalformed { reason: String },
     /// A tar archive ended inside an entry, a header block or an extension record. `offset` is
     /// where the unfinished structure starts, `end` how many archive bytes there were.
     TarTruncated {
@@ -101,6 +103,7 @@ impl Error {
             Error::InvalidDigest { .. } => "ERR_INVALID_DIGEST",
             Error::UnsupportedAlgorithm { .. } => "ERR_UNSUPPORTED_ALGORITHM",
             Error::DigestMismatch { .. } => "ERR_DIGEST_MISMATCH",
+            Error::WireMalformed { .. } => "ERR_WIRE_MALFORMED",
             Error::TarTruncated { .. } => "ERR_TAR_TRUNCATED",
             Error::TarChecksum { .. } => "ERR_TAR_CHECKSUM",
             Error::TarBadNumber { .. } => "ERR_TAR_BAD_NUMBER",
@@ -136,6 +139,7 @@ impl fmt::Display for Error {
             Error::DigestMismatch { expected, actual } => {
                 write!(f, "digest mismatch: expected {expected}, got {actual}")
             }
+            Error::WireMalformed { reason } => write!(f, "malformed binding record: {reason}"),
             Error::TarTruncated {
                 entry,
                 offset,

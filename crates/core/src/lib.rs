@@ -8,6 +8,7 @@ pub mod digest;
 pub mod error;
 pub mod overlay;
 pub mod tar;
+pub mod wire;
 
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::{Error, Result};

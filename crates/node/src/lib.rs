@@ -4,6 +4,7 @@
 //! The TypeScript declarations of these exports live in `packages/core/src/native.ts`
 //! (`NativeAddon`); keep the two in step.
 
+mod layers;
 mod napi;
 
 use napi::sys::{napi_env, napi_value};
@@ -127,6 +128,17 @@ const EXPORTS: &[(&str, Callback)] = &[
     ("hasherUpdate", hasher_update),
     ("hasherClone", hasher_clone),
     ("hasherFinish", hasher_finish),
+    ("tarScannerCreate", layers::tar_scanner_create),
+    ("tarScannerPush", layers::tar_scanner_push),
+    ("tarScannerFinish", layers::tar_scanner_finish),
+    ("tarScanFile", layers::tar_scan_file),
+    ("layerIndexFromScanner", layers::layer_index_from_scanner),
+    ("layerIndexFromEntries", layers::layer_index_from_entries),
+    ("layerStackCreate", layers::layer_stack_create),
+    ("layerStackResolve", layers::layer_stack_resolve),
+    ("layerStackStat", layers::layer_stack_stat),
+    ("layerStackReaddir", layers::layer_stack_readdir),
+    ("layerStackWalk", layers::layer_stack_walk),
 ];
 
 /// Entry point Node looks up when it `dlopen`s the addon.

@@ -3,12 +3,16 @@
 //! ABI (mirrored by the typed glue in `packages/core/src/wasm.ts`):
 //! - Memory is shared through `stevedore_alloc(len) -> ptr` / `stevedore_free(ptr, len)`.
 //! - Strings go in as (ptr, len) UTF-8.
-//! - Calls return an `i32` status: `>= 0` is success (for handle-returning calls, the handle),
-//!   `-1` is an error whose code and message are read with `stevedore_error_*`.
+//! - Calls return an `i32` status: `>= 0` is success, `-1` is an error whose code and message
+//!   are read with `stevedore_error_*`. Calls that create a handle return it (a non-zero
+//!   pointer, to be read as unsigned) or `0` on error.
 //! - A call producing text leaves it in the result buffer (`stevedore_result_ptr/len`) until
 //!   the next call.
 
 use std::cell::RefCell;
+use stevedore_core::overlay::{LayerIndex, LayerStack, WhiteoutForm, XattrNamespace};
+use stevedore_core::tar::Limits;
+use stevedore_core::wire::{self, TarScanner};
 use stevedore_core::{digest, Algorithm, Digest, Error, Hasher};
 
 struct LastError {
@@ -142,15 +146,15 @@ pub unsafe extern "C" fn stevedore_hash(
     0
 }
 
-/// Returns a hasher handle (a pointer, always > 0).
+/// Returns a hasher handle, or 0 on error.
 ///
 /// # Safety
 /// See [`bytes`].
 #[no_mangle]
-pub unsafe extern "C" fn stevedore_hasher_create(alg_ptr: *const u8, alg_len: usize) -> i32 {
+pub unsafe extern "C" fn stevedore_hasher_create(alg_ptr: *const u8, alg_len: usize) -> usize {
     match algorithm(alg_ptr, alg_len) {
-        Ok(a) => Box::into_raw(Box::new(Hasher::new(a))) as i32,
-        Err(e) => e,
+        Ok(a) => Box::into_raw(Box::new(Hasher::new(a))) as usize,
+        Err(_) => 0,
     }
 }
 
@@ -164,8 +168,8 @@ pub unsafe extern "C" fn stevedore_hasher_update(handle: *mut Hasher, ptr: *cons
 /// # Safety
 /// As for `stevedore_hasher_update`.
 #[no_mangle]
-pub unsafe extern "C" fn stevedore_hasher_clone(handle: *mut Hasher) -> i32 {
-    Box::into_raw(Box::new((*handle).clone())) as i32
+pub unsafe extern "C" fn stevedore_hasher_clone(handle: *mut Hasher) -> usize {
+    Box::into_raw(Box::new((*handle).clone())) as usize
 }
 
 /// Finishes and frees the hasher; the digest string is in the result buffer.
@@ -186,4 +190,234 @@ pub unsafe extern "C" fn stevedore_hasher_finish(handle: *mut Hasher) -> i32 {
 #[no_mangle]
 pub unsafe extern "C" fn stevedore_hasher_free(handle: *mut Hasher) {
     drop(Box::from_raw(handle));
+}
+
+fn result_of(r: stevedore_core::Result<Vec<u8>>) -> i32 {
+    match r {
+        Ok(bytes) => {
+            set_result(&bytes);
+            0
+        }
+        Err(e) => fail_core(e),
+    }
+}
+
+fn handle_of<T>(r: std::result::Result<T, i32>) -> usize {
+    match r {
+        Ok(v) => Box::into_raw(Box::new(v)) as usize,
+        Err(_) => 0,
+    }
+}
+
+/// # Safety
+/// See [`bytes`].
+unsafe fn whiteout_form(ptr: *const u8, len: usize) -> Result<WhiteoutForm, i32> {
+    match text(ptr, len)? {
+        "oci" => Ok(WhiteoutForm::Oci),
+        "overlay" => Ok(WhiteoutForm::Overlay(XattrNamespace::Trusted)),
+        "overlay-user" => Ok(WhiteoutForm::Overlay(XattrNamespace::User)),
+        other => Err(fail(
+            "ERR_INVALID_ARG_TYPE",
+            format!("form must be oci, overlay or overlay-user, got {other:?}"),
+        )),
+    }
+}
+
+/// A tar scanner (see `stevedore_core::wire::TarScanner`); `hash_len == 0` means no content
+/// hashing; limits `<= 0` keep the defaults. Returns a handle or 0.
+///
+/// # Safety
+/// See [`bytes`].
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_tar_scanner_create(
+    hash_ptr: *const u8,
+    hash_len: usize,
+    collect_entries: u32,
+    max_extension_size: f64,
+    max_entry_metadata: f64,
+) -> usize {
+    let hash = if hash_len == 0 {
+        Ok(None)
+    } else {
+        algorithm(hash_ptr, hash_len).map(Some)
+    };
+    let mut limits = Limits::default();
+    if max_extension_size > 0.0 {
+        limits.max_extension_size = max_extension_size as u64;
+    }
+    if max_entry_metadata > 0.0 {
+        limits.max_entry_metadata = max_entry_metadata as u64;
+    }
+    handle_of(hash.map(|h| TarScanner::new(limits, h, collect_entries != 0)))
+}
+
+/// Events for `input` in the result buffer (data offsets are relative to `ptr`).
+///
+/// # Safety
+/// `scanner` must be a live scanner handle; see [`bytes`].
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_tar_scanner_push(
+    scanner: *mut TarScanner,
+    ptr: *const u8,
+    len: usize,
+    with_data: u32,
+) -> i32 {
+    let mut out = Vec::with_capacity(256);
+    result_of(
+        (*scanner)
+            .push(bytes(ptr, len), &mut out, with_data != 0)
+            .map(|_| out),
+    )
+}
+
+/// # Safety
+/// `scanner` must be a live scanner handle.
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_tar_scanner_finish(scanner: *mut TarScanner) -> i32 {
+    let mut out = Vec::new();
+    result_of((*scanner).finish(&mut out).map(|_| out))
+}
+
+/// # Safety
+/// `scanner` must be a live scanner handle; it is dead afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_tar_scanner_free(scanner: *mut TarScanner) {
+    drop(Box::from_raw(scanner));
+}
+
+/// Turns a scanner (created with `collect_entries`) into a layer index; the scanner handle is
+/// consumed either way. Returns an index handle or 0.
+///
+/// # Safety
+/// `scanner` must be a live scanner handle; see [`bytes`].
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_layer_index_from_scanner(
+    scanner: *mut TarScanner,
+    form_ptr: *const u8,
+    form_len: usize,
+) -> usize {
+    let scanner = Box::from_raw(scanner);
+    handle_of(
+        whiteout_form(form_ptr, form_len)
+            .and_then(|form| scanner.into_index(form).map_err(fail_core)),
+    )
+}
+
+/// A layer index from wire-encoded entries. Returns an index handle or 0.
+///
+/// # Safety
+/// See [`bytes`].
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_layer_index_from_entries(
+    ptr: *const u8,
+    len: usize,
+    form_ptr: *const u8,
+    form_len: usize,
+) -> usize {
+    handle_of(whiteout_form(form_ptr, form_len).and_then(|form| {
+        wire::read_entries(bytes(ptr, len))
+            .and_then(|entries| LayerIndex::from_entries(form, entries))
+            .map_err(fail_core)
+    }))
+}
+
+/// # Safety
+/// `index` must be a live index handle; it is dead afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_layer_index_free(index: *mut LayerIndex) {
+    drop(Box::from_raw(index));
+}
+
+/// A stack from `count` index handles (u32 each, base first) at `ptr`; the indexes stay
+/// usable. Returns a stack handle (never 0).
+///
+/// # Safety
+/// `ptr` holds `count` live index handles.
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_layer_stack_create(ptr: *const u32, count: usize) -> usize {
+    let handles = if count == 0 {
+        &[][..]
+    } else {
+        std::slice::from_raw_parts(ptr, count)
+    };
+    let layers = handles
+        .iter()
+        .map(|h| (*(*h as usize as *const LayerIndex)).clone())
+        .collect();
+    Box::into_raw(Box::new(LayerStack::new(layers))) as usize
+}
+
+/// # Safety
+/// `stack` must be a live stack handle; see [`bytes`].
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_layer_stack_resolve(
+    stack: *const LayerStack,
+    ptr: *const u8,
+    len: usize,
+) -> i32 {
+    result_of((*stack).resolve(bytes(ptr, len)).map(|r| {
+        let mut out = Vec::new();
+        wire::put_resolution(&mut out, &r);
+        out
+    }))
+}
+
+/// # Safety
+/// `stack` must be a live stack handle; see [`bytes`].
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_layer_stack_stat(
+    stack: *const LayerStack,
+    ptr: *const u8,
+    len: usize,
+    follow: u32,
+) -> i32 {
+    let path = bytes(ptr, len);
+    let st = if follow != 0 {
+        (*stack).stat(path)
+    } else {
+        (*stack).lstat(path)
+    };
+    result_of(st.map(|st| {
+        let mut out = Vec::new();
+        wire::put_stat(&mut out, &st);
+        out
+    }))
+}
+
+/// # Safety
+/// `stack` must be a live stack handle; see [`bytes`].
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_layer_stack_readdir(
+    stack: *const LayerStack,
+    ptr: *const u8,
+    len: usize,
+) -> i32 {
+    result_of((*stack).readdir(bytes(ptr, len)).map(|names| {
+        let mut out = Vec::new();
+        wire::put_names(&mut out, &names);
+        out
+    }))
+}
+
+/// Every visible path, depth first: `count u32 | stat*`.
+///
+/// # Safety
+/// `stack` must be a live stack handle.
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_layer_stack_walk(stack: *const LayerStack) -> i32 {
+    let mut out = vec![0u8; 4];
+    let mut n = 0u32;
+    for st in (*stack).iter() {
+        wire::put_stat(&mut out, &st);
+        n += 1;
+    }
+    out[..4].copy_from_slice(&n.to_le_bytes());
+    result_of(Ok(out))
+}
+
+/// # Safety
+/// `stack` must be a live stack handle; it is dead afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_layer_stack_free(stack: *mut LayerStack) {
+    drop(Box::from_raw(stack));
 }

@@ -16,7 +16,7 @@ export interface HasherBackend {
   finish(): string;
 }
 
-export interface Backend {
+export interface Backend extends LayerBackend {
   readonly kind: BackendKind;
   version(): string;
   /** Throws `ERR_INVALID_DIGEST` with the reason. */
@@ -26,4 +26,47 @@ export interface Backend {
   /** Hashes off the JS thread where the backend can (native: libuv pool). */
   hashAsync(algorithm: DigestAlgorithm, data: Uint8Array): Promise<string>;
   createHasher(algorithm: DigestAlgorithm): HasherBackend;
+}
+
+/** How a layer marks deletions: OCI `.wh.` files, or overlayfs char 0/0 + opaque xattr. */
+export type WhiteoutForm = 'oci' | 'overlay' | 'overlay-user';
+
+export interface TarScanOptions {
+  /** Hash each regular file's data (the digest arrives with its `entry-end` event). */
+  hash?: DigestAlgorithm | null;
+  /** Keep the entries so the scan can become a layer index. */
+  collectEntries?: boolean;
+  /** Cap on one PAX/GNU extension record (default 1 MiB). */
+  maxExtensionSize?: number;
+  /** Cap on all header metadata of one entry (default 2 MiB). */
+  maxEntryMetadata?: number;
+}
+
+/** A streaming tar scanner owned by a backend. */
+export interface TarScannerBackend {
+  /** Consumes all of `chunk`; data events are views into `chunk`. */
+  push(chunk: Uint8Array, withData: boolean): import('./wire.js').TarEvent[];
+  /** Ends the input; throws when the archive stopped mid-entry. */
+  finish(): import('./wire.js').TarEvent[];
+  /** The layer index of the scanned archive (needs `collectEntries`); consumes the scanner. */
+  toIndex(form: WhiteoutForm): LayerIndexBackend;
+}
+
+/** An immutable layer index owned by a backend (opaque to TS). */
+export interface LayerIndexBackend {
+  readonly backend: BackendKind;
+}
+
+export interface LayerStackBackend {
+  resolve(path: Uint8Array): import('./wire.js').Resolution;
+  stat(path: Uint8Array, follow: boolean): import('./wire.js').StackStat;
+  readdir(path: Uint8Array): string[];
+  walk(): import('./wire.js').StackStat[];
+}
+
+export interface LayerBackend {
+  createTarScanner(options: TarScanOptions): TarScannerBackend;
+  layerIndexFromEntries(encoded: Uint8Array, form: WhiteoutForm): LayerIndexBackend;
+  /** Base layer first; the indexes stay usable. */
+  createLayerStack(layers: LayerIndexBackend[]): LayerStackBackend;
 }

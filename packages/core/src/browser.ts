@@ -10,6 +10,7 @@ export * from './api.js';
 export type { Backend, BackendKind, DigestAlgorithm, HasherBackend } from './backend.js';
 export { DIGEST_ALGORITHMS } from './backend.js';
 export { StevedoreError } from './errors.js';
+export * from './layers.js';
 
 let ready: Promise<Backend> | undefined;
 

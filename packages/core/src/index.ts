@@ -7,14 +7,17 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { backend, configureBackend, Digest, Hasher } from './api.js';
 import type { Backend, DigestAlgorithm } from './backend.js';
-import { StevedoreError } from './errors.js';
+import { asStevedoreError, StevedoreError } from './errors.js';
+import { collectListing, listTarStream, type TarListing } from './layers.js';
 import { loadNativeAddon, type NativeAddon, nativeBackend } from './native.js';
 import { wasmBackendSync } from './wasm.js';
+import { decodeTarEvents } from './wire.js';
 
 export * from './api.js';
 export type { Backend, BackendKind, DigestAlgorithm, HasherBackend } from './backend.js';
 export { DIGEST_ALGORITHMS } from './backend.js';
 export { StevedoreError } from './errors.js';
+export * from './layers.js';
 
 const wasmPath = join(dirname(fileURLToPath(import.meta.url)), '..', 'wasm', 'stevedore_core.wasm');
 let nativeAddon: NativeAddon | undefined;
@@ -81,4 +84,31 @@ export async function hashFile(
     throw new StevedoreError('ERR_IO', `hash ${path}: ${(e as Error).message}`, { cause: e });
   }
   return { digest: h.digest(), size: h.size };
+}
+
+/**
+ * Lists a tar file (optionally hashing each regular file). Natively the file is read and
+ * parsed on libuv's pool in one call; with WASM it is streamed through the reader.
+ */
+export async function listTarFile(path: string, options: { hash?: DigestAlgorithm } = {}): Promise<TarListing[]> {
+  const b = backend();
+  if (b.kind === 'native' && nativeAddon) {
+    let encoded: Uint8Array;
+    try {
+      encoded = await nativeAddon.tarScanFile(path, options.hash ?? null);
+    } catch (e) {
+      throw asStevedoreError(e);
+    }
+    const out: TarListing[] = [];
+    collectListing(decodeTarEvents(encoded, undefined), out);
+    return out;
+  }
+  try {
+    return await listTarStream(createReadStream(path, { highWaterMark: 1 << 20 }), options);
+  } catch (e) {
+    if ((e as { code?: string }).code === 'ENOENT' || (e as { syscall?: string }).syscall) {
+      throw new StevedoreError('ERR_IO', `read ${path}: ${(e as Error).message}`, { cause: e });
+    }
+    throw e;
+  }
 }

@@ -3,8 +3,18 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { arch, platform } from 'node:process';
 import { fileURLToPath } from 'node:url';
-import type { Backend, DigestAlgorithm, HasherBackend } from './backend.js';
-import { asStevedoreError } from './errors.js';
+import type {
+  Backend,
+  DigestAlgorithm,
+  HasherBackend,
+  LayerIndexBackend,
+  LayerStackBackend,
+  TarScannerBackend,
+  TarScanOptions,
+  WhiteoutForm,
+} from './backend.js';
+import { asStevedoreError, StevedoreError } from './errors.js';
+import { decodeNames, decodeResolution, decodeStat, decodeStats, decodeTarEvents } from './wire.js';
 
 /** An opaque handle to Rust state owned by the addon. */
 declare const handleBrand: unique symbol;
@@ -21,6 +31,22 @@ export interface NativeAddon {
   hasherUpdate(hasher: Handle, data: Uint8Array): void;
   hasherClone(hasher: Handle): Handle;
   hasherFinish(hasher: Handle): string;
+  tarScannerCreate(
+    hash: string | null,
+    collectEntries: boolean,
+    maxExtensionSize: number | null,
+    maxEntryMetadata: number | null,
+  ): Handle;
+  tarScannerPush(scanner: Handle, chunk: Uint8Array, withData: boolean): Uint8Array;
+  tarScannerFinish(scanner: Handle): Uint8Array;
+  tarScanFile(path: string, hash: string | null): Promise<Uint8Array>;
+  layerIndexFromScanner(scanner: Handle, form: WhiteoutForm): Handle;
+  layerIndexFromEntries(encoded: Uint8Array, form: WhiteoutForm): Handle;
+  layerStackCreate(indexes: Handle[]): Handle;
+  layerStackResolve(stack: Handle, path: Uint8Array): Uint8Array;
+  layerStackStat(stack: Handle, path: Uint8Array, follow: boolean): Uint8Array;
+  layerStackReaddir(stack: Handle, path: Uint8Array): Uint8Array;
+  layerStackWalk(stack: Handle): Uint8Array;
 }
 
 /** napi-rs file naming: `<binaryName>.<platform>-<arch>[-<abi>].node`. */
@@ -74,6 +100,51 @@ class NativeHasher implements HasherBackend {
   }
 }
 
+class NativeIndex implements LayerIndexBackend {
+  readonly backend = 'native' as const;
+  constructor(readonly handle: Handle) {}
+}
+
+function nativeScanner(addon: NativeAddon, o: TarScanOptions): TarScannerBackend {
+  const handle = guard(() =>
+    addon.tarScannerCreate(
+      o.hash ?? null,
+      Boolean(o.collectEntries),
+      o.maxExtensionSize ?? null,
+      o.maxEntryMetadata ?? null,
+    ),
+  );
+  return {
+    push: (chunk, withData) =>
+      decodeTarEvents(
+        guard(() => addon.tarScannerPush(handle, chunk, withData)),
+        chunk,
+      ),
+    finish: () =>
+      decodeTarEvents(
+        guard(() => addon.tarScannerFinish(handle)),
+        undefined,
+      ),
+    toIndex: (form) => new NativeIndex(guard(() => addon.layerIndexFromScanner(handle, form))),
+  };
+}
+
+function nativeStack(addon: NativeAddon, layers: LayerIndexBackend[]): LayerStackBackend {
+  const handles = layers.map((l) => {
+    if (!(l instanceof NativeIndex)) {
+      throw new StevedoreError('ERR_BACKEND_MISMATCH', 'layer index was built by another backend');
+    }
+    return l.handle;
+  });
+  const stack = guard(() => addon.layerStackCreate(handles));
+  return {
+    resolve: (path) => decodeResolution(guard(() => addon.layerStackResolve(stack, path))),
+    stat: (path, follow) => decodeStat(guard(() => addon.layerStackStat(stack, path, follow))),
+    readdir: (path) => decodeNames(guard(() => addon.layerStackReaddir(stack, path))),
+    walk: () => decodeStats(guard(() => addon.layerStackWalk(stack))),
+  };
+}
+
 export function nativeBackend(addon: NativeAddon): Backend & { hashFile: NativeAddon['hashFile'] } {
   return {
     kind: 'native',
@@ -99,5 +170,8 @@ export function nativeBackend(addon: NativeAddon): Backend & { hashFile: NativeA
         addon,
         guard(() => addon.hasherCreate(alg)),
       ),
+    createTarScanner: (o) => nativeScanner(addon, o),
+    layerIndexFromEntries: (encoded, form) => new NativeIndex(guard(() => addon.layerIndexFromEntries(encoded, form))),
+    createLayerStack: (layers) => nativeStack(addon, layers),
   };
 }

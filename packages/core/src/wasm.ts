@@ -3,8 +3,18 @@
  * wasm-bindgen is not available. The ABI is documented at the top of `crates/wasm/src/lib.rs`.
  * No Node built-ins here: this file is shared by the Node and browser entry points.
  */
-import type { Backend, DigestAlgorithm, HasherBackend } from './backend.js';
+import type {
+  Backend,
+  DigestAlgorithm,
+  HasherBackend,
+  LayerIndexBackend,
+  LayerStackBackend,
+  TarScannerBackend,
+  TarScanOptions,
+  WhiteoutForm,
+} from './backend.js';
 import { StevedoreError } from './errors.js';
+import { decodeNames, decodeResolution, decodeStat, decodeStats, decodeTarEvents, type TarEvent } from './wire.js';
 
 type Ptr = number;
 
@@ -22,6 +32,25 @@ interface WasmExports {
   stevedore_parse_digest(ptr: Ptr, len: number): number;
   stevedore_hash(algPtr: Ptr, algLen: number, ptr: Ptr, len: number): number;
   stevedore_hasher_create(algPtr: Ptr, algLen: number): number;
+  stevedore_tar_scanner_create(
+    hashPtr: Ptr,
+    hashLen: number,
+    collect: number,
+    maxExtensionSize: number,
+    maxEntryMetadata: number,
+  ): number;
+  stevedore_tar_scanner_push(scanner: number, ptr: Ptr, len: number, withData: number): number;
+  stevedore_tar_scanner_finish(scanner: number): number;
+  stevedore_tar_scanner_free(scanner: number): void;
+  stevedore_layer_index_from_scanner(scanner: number, formPtr: Ptr, formLen: number): number;
+  stevedore_layer_index_from_entries(ptr: Ptr, len: number, formPtr: Ptr, formLen: number): number;
+  stevedore_layer_index_free(index: number): void;
+  stevedore_layer_stack_create(ptr: Ptr, count: number): number;
+  stevedore_layer_stack_resolve(stack: number, ptr: Ptr, len: number): number;
+  stevedore_layer_stack_stat(stack: number, ptr: Ptr, len: number, follow: number): number;
+  stevedore_layer_stack_readdir(stack: number, ptr: Ptr, len: number): number;
+  stevedore_layer_stack_walk(stack: number): number;
+  stevedore_layer_stack_free(stack: number): void;
   stevedore_hasher_update(handle: number, ptr: Ptr, len: number): void;
   stevedore_hasher_clone(handle: number): number;
   stevedore_hasher_finish(handle: number): number;
@@ -63,7 +92,30 @@ class WasmCore {
   }
 
   result(): string {
-    return decoder.decode(this.bytes(this.x.stevedore_result_ptr(), this.x.stevedore_result_len()));
+    return decoder.decode(this.resultBytes());
+  }
+
+  /** A view of the result buffer, valid until the next call into the module. */
+  resultBytes(): Uint8Array {
+    return this.bytes(this.x.stevedore_result_ptr(), this.x.stevedore_result_len());
+  }
+
+  /** Runs `fn` with `data` copied into wasm memory (any size). */
+  withBytes<T>(data: Uint8Array, fn: (ptr: Ptr, len: number) => T): T {
+    if (data.length <= SCRATCH_SIZE) return fn(this.put(data), data.length);
+    const ptr = this.x.stevedore_alloc(data.length);
+    try {
+      this.bytes(ptr, data.length).set(data);
+      return fn(ptr, data.length);
+    } finally {
+      this.x.stevedore_free(ptr, data.length);
+    }
+  }
+
+  /** Handle-returning calls give 0 on error (pointers are read unsigned). */
+  handle(h: number): number {
+    if (h !== 0) return h >>> 0;
+    return this.check(-1);
   }
 
   check(status: number): number {
@@ -82,6 +134,105 @@ class WasmCore {
       this.x.stevedore_hasher_update(handle, this.put(slice), slice.length);
     }
   }
+}
+
+// Frees Rust objects whose JS wrappers were collected.
+const freeRegistry = new FinalizationRegistry<() => void>((free) => free());
+
+class WasmIndex implements LayerIndexBackend {
+  readonly backend = 'wasm' as const;
+  constructor(
+    readonly core: WasmCore,
+    readonly handle: number,
+  ) {
+    freeRegistry.register(this, () => core.x.stevedore_layer_index_free(handle));
+  }
+}
+
+function wasmScanner(core: WasmCore, o: TarScanOptions): TarScannerBackend {
+  const x = core.x;
+  const create = (hp: Ptr, hl: number) =>
+    core.handle(
+      x.stevedore_tar_scanner_create(
+        hp,
+        hl,
+        o.collectEntries ? 1 : 0,
+        o.maxExtensionSize ?? 0,
+        o.maxEntryMetadata ?? 0,
+      ),
+    );
+  let handle: number | null = o.hash ? core.withString(o.hash, create) : create(0, 0);
+  const token = {};
+  freeRegistry.register(token, () => handle !== null && x.stevedore_tar_scanner_free(handle), token);
+  const live = () => {
+    if (handle === null) throw new StevedoreError('ERR_SCANNER_CONSUMED', 'tar scanner was already consumed');
+    return handle;
+  };
+  return {
+    push: (chunk, withData) => {
+      const h = live();
+      const events: TarEvent[] = [];
+      // The scanner only keeps partial headers internally, so the chunk may go in slices.
+      for (let off = 0; off < chunk.length || (off === 0 && chunk.length === 0); off += SCRATCH_SIZE) {
+        const piece = chunk.subarray(off, Math.min(off + SCRATCH_SIZE, chunk.length));
+        core.check(x.stevedore_tar_scanner_push(h, core.put(piece), piece.length, withData ? 1 : 0));
+        decodeTarEvents(core.resultBytes(), piece, events);
+        if (chunk.length === 0) break;
+      }
+      return events;
+    },
+    finish: () => {
+      core.check(x.stevedore_tar_scanner_finish(live()));
+      return decodeTarEvents(core.resultBytes(), undefined);
+    },
+    toIndex: (form: WhiteoutForm) => {
+      const h = live();
+      handle = null;
+      freeRegistry.unregister(token);
+      return new WasmIndex(
+        core,
+        core.withString(form, (p, l) => core.handle(x.stevedore_layer_index_from_scanner(h, p, l))),
+      );
+    },
+  };
+}
+
+function wasmStack(core: WasmCore, layers: LayerIndexBackend[]): LayerStackBackend {
+  const x = core.x;
+  const handles = new Uint32Array(
+    layers.map((l) => {
+      if (!(l instanceof WasmIndex) || l.core !== core) {
+        throw new StevedoreError('ERR_BACKEND_MISMATCH', 'layer index was built by another backend');
+      }
+      return l.handle;
+    }),
+  );
+  const stack = core.withBytes(new Uint8Array(handles.buffer), (p) =>
+    core.handle(x.stevedore_layer_stack_create(p, handles.length)),
+  );
+  const wrapper: LayerStackBackend = {
+    resolve: (path) =>
+      core.withBytes(path, (p, l) => {
+        core.check(x.stevedore_layer_stack_resolve(stack, p, l));
+        return decodeResolution(core.resultBytes());
+      }),
+    stat: (path, follow) =>
+      core.withBytes(path, (p, l) => {
+        core.check(x.stevedore_layer_stack_stat(stack, p, l, follow ? 1 : 0));
+        return decodeStat(core.resultBytes());
+      }),
+    readdir: (path) =>
+      core.withBytes(path, (p, l) => {
+        core.check(x.stevedore_layer_stack_readdir(stack, p, l));
+        return decodeNames(core.resultBytes());
+      }),
+    walk: () => {
+      core.check(x.stevedore_layer_stack_walk(stack));
+      return decodeStats(core.resultBytes());
+    },
+  };
+  freeRegistry.register(wrapper, () => x.stevedore_layer_stack_free(stack));
+  return wrapper;
 }
 
 // Frees Rust hashers that were dropped without `finish()`.
@@ -106,7 +257,7 @@ class WasmHasher implements HasherBackend {
     this.core.feed(this.live(), data);
   }
   clone(): HasherBackend {
-    return new WasmHasher(this.core, this.core.check(this.core.x.stevedore_hasher_clone(this.live())));
+    return new WasmHasher(this.core, this.core.handle(this.core.x.stevedore_hasher_clone(this.live())));
   }
   finish(): string {
     const handle = this.live();
@@ -147,6 +298,15 @@ function backendFrom(instance: WebAssembly.Instance): Backend {
     // WASM runs on the calling thread; callers that need the thread free use a Worker.
     hashAsync: async (alg, data) => hash(alg, data),
     createHasher,
+    createTarScanner: (o) => wasmScanner(core, o),
+    layerIndexFromEntries: (encoded, form) =>
+      new WasmIndex(
+        core,
+        core.withBytes(encoded, (p, l) =>
+          core.withString(form, (fp, fl) => core.handle(x.stevedore_layer_index_from_entries(p, l, fp, fl))),
+        ),
+      ),
+    createLayerStack: (layers) => wasmStack(core, layers),
   };
 }
 

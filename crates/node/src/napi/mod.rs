@@ -240,6 +240,33 @@ impl Env {
         Ok(b)
     }
 
+    /// The elements of a JS array.
+    pub fn get_array(self, value: napi_value, what: &str) -> JsResult<Vec<napi_value>> {
+        let mut is_array = false;
+        check(
+            unsafe { napi_is_array(self.0, value, &mut is_array) },
+            "is_array",
+        )?;
+        if !is_array {
+            return Err(JsError::type_error(format!("{what} must be an array")));
+        }
+        let mut len = 0u32;
+        check(
+            unsafe { napi_get_array_length(self.0, value, &mut len) },
+            "get_array_length",
+        )?;
+        (0..len)
+            .map(|i| {
+                let mut v = ptr::null_mut();
+                check(
+                    unsafe { napi_get_element(self.0, value, i, &mut v) },
+                    "get_element",
+                )?;
+                Ok(v)
+            })
+            .collect()
+    }
+
     /// Borrows the bytes of a `Uint8Array` (or `Buffer`). The slice is valid for the current
     /// call only; to use it on another thread, keep the value alive with [`Env::spawn`].
     pub fn get_bytes<'a>(self, value: napi_value, what: &str) -> JsResult<&'a [u8]> {

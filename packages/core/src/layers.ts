@@ -1,0 +1,172 @@
+/**
+ * Tar reading and the layer-stack resolver, over whichever backend is active. Shared by the
+ * Node and browser entry points.
+ */
+import { backend } from './api.js';
+import type {
+  LayerIndexBackend,
+  LayerStackBackend,
+  TarScannerBackend,
+  TarScanOptions,
+  WhiteoutForm,
+} from './backend.js';
+import { StevedoreError } from './errors.js';
+import {
+  type EntryRecord,
+  encodeEntries,
+  type LayerEntryInput,
+  type Resolution,
+  type StackStat,
+  type TarEvent,
+} from './wire.js';
+
+export type { TarScanOptions, WhiteoutForm } from './backend.js';
+export type { EntryRecord, EntryType, LayerEntryInput, Resolution, StackStat, TarEvent } from './wire.js';
+
+const encoder = new TextEncoder();
+const pathBytes = (p: string | Uint8Array) => (typeof p === 'string' ? encoder.encode(p) : p);
+
+/**
+ * A streaming tar reader: `push` chunks of any size, get events back. Data events are views
+ * into the chunk just pushed (valid until you reuse that chunk). Checksums are verified; PAX,
+ * GNU and ustar extensions are applied; errors name the entry and byte offset.
+ */
+export class TarReader {
+  private readonly inner: TarScannerBackend;
+  constructor(options: TarScanOptions & { withData?: boolean } = {}) {
+    this.withData = options.withData ?? true;
+    this.inner = backend().createTarScanner(options);
+  }
+  private readonly withData: boolean;
+
+  push(chunk: Uint8Array): TarEvent[] {
+    return this.inner.push(chunk, this.withData);
+  }
+
+  /** Call at end of input: throws `ERR_TAR_TRUNCATED` when the archive stopped mid-entry. */
+  end(): TarEvent[] {
+    return this.inner.finish();
+  }
+
+  /** The layer index of what was read (construct with `collectEntries: true`). */
+  toLayerIndex(form: WhiteoutForm = 'oci'): LayerIndex {
+    return new LayerIndex(this.inner.toIndex(form));
+  }
+}
+
+/** One listed tar entry, with its content digest when hashing was asked for. */
+export interface TarListing extends EntryRecord {
+  digest?: string;
+}
+
+/** Folds scanner events into a listing (digests attach to their entry). */
+export function collectListing(events: TarEvent[], into: TarListing[]): void {
+  for (const e of events) {
+    if (e.type === 'entry') into.push({ ...e.header });
+    else if (e.type === 'entry-end' && e.digest) (into[into.length - 1] as TarListing).digest = e.digest;
+  }
+}
+
+/** Lists a whole tar archive held in memory (optionally hashing every file). */
+export function listTar(archive: Uint8Array, options: Pick<TarScanOptions, 'hash'> = {}): TarListing[] {
+  const r = new TarReader({ ...options, withData: false });
+  const out: TarListing[] = [];
+  collectListing(r.push(archive), out);
+  collectListing(r.end(), out);
+  return out;
+}
+
+/** Lists a tar archive from a stream of chunks (a Node stream, a web ReadableStream, …). */
+export async function listTarStream(
+  source: AsyncIterable<Uint8Array> | ReadableStream<Uint8Array>,
+  options: Pick<TarScanOptions, 'hash'> = {},
+): Promise<TarListing[]> {
+  const r = new TarReader({ ...options, withData: false });
+  const out: TarListing[] = [];
+  for await (const chunk of iterate(source)) collectListing(r.push(chunk), out);
+  collectListing(r.end(), out);
+  return out;
+}
+
+async function* iterate(source: AsyncIterable<Uint8Array> | ReadableStream<Uint8Array>): AsyncIterable<Uint8Array> {
+  if (Symbol.asyncIterator in source) {
+    yield* source as AsyncIterable<Uint8Array>;
+    return;
+  }
+  const reader = (source as ReadableStream<Uint8Array>).getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      yield value;
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+/** Every path of one layer, whiteouts normalized. Build from a tar (stream) or from entries. */
+export class LayerIndex {
+  /** @internal */
+  constructor(readonly inner: LayerIndexBackend) {}
+
+  /** From an uncompressed layer tar; file contents are hashed (sha256) as content ids. */
+  static fromTar(archive: Uint8Array, form: WhiteoutForm = 'oci'): LayerIndex {
+    const r = new TarReader({ hash: 'sha256', collectEntries: true, withData: false });
+    r.push(archive);
+    r.end();
+    return r.toLayerIndex(form);
+  }
+
+  static async fromTarStream(
+    source: AsyncIterable<Uint8Array> | ReadableStream<Uint8Array>,
+    form: WhiteoutForm = 'oci',
+  ): Promise<LayerIndex> {
+    const r = new TarReader({ hash: 'sha256', collectEntries: true, withData: false });
+    for await (const chunk of iterate(source)) r.push(chunk);
+    r.end();
+    return r.toLayerIndex(form);
+  }
+
+  /** From entries gathered elsewhere (e.g. a walk of a diff dir: `form: 'overlay'`). */
+  static fromEntries(entries: LayerEntryInput[], form: WhiteoutForm = 'oci'): LayerIndex {
+    return new LayerIndex(backend().layerIndexFromEntries(encodeEntries(entries), form));
+  }
+}
+
+/**
+ * The merged view of a layer stack (base layer first, the top layer wins), answering as the
+ * kernel's overlayfs would: whiteouts, opaque dirs, file↔dir replacement, and symlinks
+ * resolved inside the root (never escaping it).
+ */
+export class LayerStack {
+  private readonly inner: LayerStackBackend;
+  constructor(readonly layers: LayerIndex[]) {
+    if (!Array.isArray(layers)) throw new StevedoreError('ERR_INVALID_ARG_TYPE', 'layers must be an array');
+    this.inner = backend().createLayerStack(layers.map((l) => l.inner));
+  }
+
+  /** Which layer provides `path`, without following symlinks. */
+  resolve(path: string | Uint8Array): Resolution {
+    return this.inner.resolve(pathBytes(path));
+  }
+
+  /** Follows symlinks (within the root); throws `ERR_PATH_NOT_FOUND`, `ERR_SYMLINK_LOOP`, … */
+  stat(path: string | Uint8Array): StackStat {
+    return this.inner.stat(pathBytes(path), true);
+  }
+
+  lstat(path: string | Uint8Array): StackStat {
+    return this.inner.stat(pathBytes(path), false);
+  }
+
+  /** Sorted names of a directory of the merged view. */
+  readdir(path: string | Uint8Array): string[] {
+    return this.inner.readdir(pathBytes(path));
+  }
+
+  /** Every visible path, depth first. */
+  walk(): StackStat[] {
+    return this.inner.walk();
+  }
+}
