@@ -42,6 +42,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sha" ]; then
   echo "$lock_sha" > "$stamp"
 fi
 
+mkdir -p build
 # nx caches the builds: a second run with no changes is a cache hit.
-npx nx run-many -t build --outputStyle=static >build.log 2>&1 || { cat build.log >&2; exit 1; }
-rm -f build.log
+npx nx run-many -t build --outputStyle=static >build/setup-build.log 2>&1 || { cat build/setup-build.log >&2; exit 1; }
+
