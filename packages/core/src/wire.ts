@@ -38,8 +38,23 @@ export interface EntryRecord {
 }
 
 const utf8 = new TextDecoder();
-const utf8Strict = new TextDecoder('utf-8', { fatal: false });
 const encoder = new TextEncoder();
+
+/** UTF-8 decoding with an ASCII fast path (most tar names): TextDecoder's call cost dominates. */
+function decodeText(buf: Uint8Array, start: number, len: number): string {
+  if (len === 0) return '';
+  if (len <= 256) {
+    let ascii = true;
+    for (let i = start; i < start + len; i++) {
+      if ((buf[i] as number) >= 0x80) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) return String.fromCharCode.apply(null, buf.subarray(start, start + len) as unknown as number[]);
+  }
+  return utf8.decode(buf.subarray(start, start + len));
+}
 
 export class WireReader {
   private pos = 0;
@@ -61,15 +76,19 @@ export class WireReader {
     this.pos += 4;
     return v;
   }
+  // 64-bit values as two 32-bit halves: much cheaper than BigInt on the hot path. Values
+  // beyond 2^53 lose precision, as any JS number would.
   u64(): number {
-    const v = this.view.getBigUint64(this.pos, true);
+    const lo = this.view.getUint32(this.pos, true);
+    const hi = this.view.getUint32(this.pos + 4, true);
     this.pos += 8;
-    return Number(v);
+    return hi * 0x1_0000_0000 + lo;
   }
   i64(): number {
-    const v = this.view.getBigInt64(this.pos, true);
+    const lo = this.view.getUint32(this.pos, true);
+    const hi = this.view.getInt32(this.pos + 4, true);
     this.pos += 8;
-    return Number(v);
+    return hi * 0x1_0000_0000 + lo;
   }
   bytes(): Uint8Array {
     const n = this.u32();
@@ -79,7 +98,10 @@ export class WireReader {
     return b;
   }
   text(): string {
-    return utf8.decode(this.bytes());
+    const n = this.u32();
+    const s = decodeText(this.buf, this.pos, n);
+    this.pos += n;
+    return s;
   }
   entry(): EntryRecord {
     const type = TYPES[this.u8()] ?? 'file';
@@ -94,6 +116,8 @@ export class WireReader {
     const offset = this.u64();
     const pathBytes = this.bytes();
     const linkNameBytes = this.bytes();
+    const path = decodeText(pathBytes, 0, pathBytes.length);
+    const linkName = linkNameBytes.length ? decodeText(linkNameBytes, 0, linkNameBytes.length) : '';
     const uname = this.text();
     const gname = this.text();
     const content = this.text();
@@ -102,9 +126,9 @@ export class WireReader {
     for (let i = 0; i < n; i++) xattrs.push([this.text(), this.bytes()]);
     return {
       type,
-      path: utf8Strict.decode(pathBytes),
+      path,
       pathBytes,
-      linkName: utf8Strict.decode(linkNameBytes),
+      linkName,
       linkNameBytes,
       mode,
       uid,
@@ -180,7 +204,7 @@ export interface StackStat {
 }
 
 function stat(r: WireReader): StackStat {
-  const path = utf8Strict.decode(r.bytes());
+  const path = r.text();
   const layer = r.u32();
   const implicit = r.u8() === 1;
   const nlink = r.u32();
@@ -203,7 +227,7 @@ export function decodeNames(buf: Uint8Array): string[] {
   const r = new WireReader(buf);
   const n = r.u32();
   const out: string[] = [];
-  for (let i = 0; i < n; i++) out.push(utf8Strict.decode(r.bytes()));
+  for (let i = 0; i < n; i++) out.push(r.text());
   return out;
 }
 
