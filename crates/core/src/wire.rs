@@ -18,7 +18,7 @@
 use crate::digest::{Algorithm, Hasher};
 use crate::error::{Error, Result};
 use crate::overlay::{Entry, EntryKind as OvlKind, LayerIndex, Resolution, Stat, WhiteoutForm};
-use crate::tar::{EntryKind, Event, Header, Limits, TarReader};
+use crate::tar::{EntryKind, Event, Format, Header, Limits, TarReader, Timestamp};
 
 pub const EV_ENTRY: u8 = 1;
 pub const EV_DATA: u8 = 2;
@@ -161,6 +161,35 @@ impl<'a> WireReader<'a> {
     pub fn bytes(&mut self) -> Result<&'a [u8]> {
         let n = self.u32()? as usize;
         self.take(n)
+    }
+
+    /// Decodes one entry record into a tar header (for the writer).
+    pub fn tar_header(&mut self) -> Result<Header> {
+        let kind = tar_kind_from_code(self.u8()?)?;
+        let mut h = Header::new(kind, Vec::new());
+        h.mode = self.u32()?;
+        h.uid = self.u64()?;
+        h.gid = self.u64()?;
+        h.size = self.u64()?;
+        let secs = self.u64()? as i64;
+        h.mtime = Timestamp::new(secs, self.u32()?);
+        h.dev_major = self.u32()?;
+        h.dev_minor = self.u32()?;
+        let _offset = self.u64()?;
+        h.path = self.bytes()?.to_vec();
+        h.link_name = self.bytes()?.to_vec();
+        h.uname = self.bytes()?.to_vec();
+        h.gname = self.bytes()?.to_vec();
+        let _content = self.bytes()?;
+        let n = self.u32()? as usize;
+        for _ in 0..n {
+            let name = self.bytes()?.to_vec();
+            h.xattrs.push((name, self.bytes()?.to_vec()));
+        }
+        if !self.is_empty() {
+            return Err(malformed("trailing bytes after the header".into()));
+        }
+        Ok(h)
     }
 
     /// Decodes one entry record into a layer-index entry.
@@ -330,6 +359,18 @@ impl TarScanner {
     }
 }
 
+/// Tar format names shared with TS: `pax`, `gnu`, `ustar`.
+pub fn tar_format(name: &str) -> Result<Format> {
+    match name {
+        "pax" => Ok(Format::Pax),
+        "gnu" => Ok(Format::Gnu),
+        "ustar" => Ok(Format::Ustar),
+        other => Err(malformed(format!(
+            "tar format must be pax, gnu or ustar, got {other:?}"
+        ))),
+    }
+}
+
 /// Encodes a resolution: `0 absent | 1 found: layer u32, implicit u8, entry | 2 whiteout:
 /// layer u32 | 3 shadowed: layer u32`.
 pub fn put_resolution(out: &mut Vec<u8>, r: &Resolution<'_>) {
@@ -424,6 +465,21 @@ mod tests {
         }
         let hello = crate::digest::hash(Algorithm::Sha256, b"hello\n").to_string();
         assert!(whole.windows(hello.len()).any(|w| w == hello.as_bytes()));
+    }
+
+    #[test]
+    fn tar_header_records_round_trip() {
+        let mut h = Header::new(EntryKind::Symlink, "a/b");
+        h.link_name = b"../c".to_vec();
+        h.mtime = Timestamp::new(1_700_000_000, 5);
+        h.xattrs.push((b"user.x".to_vec(), vec![0, 1]));
+        let mut enc = Vec::new();
+        put_tar_header(&mut enc, &h);
+        let back = WireReader::new(&enc).tar_header().unwrap();
+        assert_eq!(
+            (back.path, back.link_name, back.mtime, back.xattrs),
+            (h.path, h.link_name, h.mtime, h.xattrs)
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::napi::{Env, JsError, JsResult};
 use std::fs::File;
 use std::io::Read;
 use stevedore_core::overlay::{LayerIndex, LayerStack, WhiteoutForm, XattrNamespace};
-use stevedore_core::tar::Limits;
+use stevedore_core::tar::{Limits, TarWriter};
 use stevedore_core::wire::{self, TarScanner};
 use stevedore_core::Algorithm;
 
@@ -182,4 +182,39 @@ pub fn layer_stack_walk(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
     }
     out[..4].copy_from_slice(&n.to_le_bytes());
     env.buffer_copy(&out)
+}
+
+struct WriterHandle(TarWriter);
+
+fn writer<'a>(env: Env, v: napi_value) -> JsResult<&'a mut TarWriter> {
+    Ok(&mut env.get_external::<WriterHandle>(v, "tar writer")?.0)
+}
+
+/// `tarWriterCreate(format)`: `pax`, `gnu` or `ustar`.
+pub fn tar_writer_create(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
+    let format = wire::tar_format(&env.get_string(args[0], "format")?)?;
+    env.external(WriterHandle(TarWriter::new(format)))
+}
+
+/// `tarWriterHeader(writer, entryRecord) -> Buffer`: the header block(s) for one entry.
+pub fn tar_writer_header(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
+    let w = writer(env, args[0])?;
+    let header = wire::WireReader::new(env.get_bytes(args[1], "header")?).tar_header()?;
+    env.buffer_copy(w.header(&header)?)
+}
+
+/// `tarWriterData(writer, chunk)`: counts the entry's data (checked against its size).
+pub fn tar_writer_data(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
+    writer(env, args[0])?.data(env.get_bytes(args[1], "chunk")?)?;
+    env.undefined()
+}
+
+/// `tarWriterEndEntry(writer) -> Buffer`: the padding after the entry's data.
+pub fn tar_writer_end_entry(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
+    env.buffer_copy(writer(env, args[0])?.end_entry()?)
+}
+
+/// `tarWriterFinish(writer) -> Buffer`: the end-of-archive blocks.
+pub fn tar_writer_finish(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
+    env.buffer_copy(writer(env, args[0])?.finish()?)
 }

@@ -139,6 +139,11 @@ const EXPORTS: &[(&str, Callback)] = &[
     ("layerStackStat", layers::layer_stack_stat),
     ("layerStackReaddir", layers::layer_stack_readdir),
     ("layerStackWalk", layers::layer_stack_walk),
+    ("tarWriterCreate", layers::tar_writer_create),
+    ("tarWriterHeader", layers::tar_writer_header),
+    ("tarWriterData", layers::tar_writer_data),
+    ("tarWriterEndEntry", layers::tar_writer_end_entry),
+    ("tarWriterFinish", layers::tar_writer_finish),
 ];
 
 /// Entry point Node looks up when it `dlopen`s the addon.

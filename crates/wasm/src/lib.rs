@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 use stevedore_core::overlay::{LayerIndex, LayerStack, WhiteoutForm, XattrNamespace};
-use stevedore_core::tar::Limits;
+use stevedore_core::tar::{Limits, TarWriter};
 use stevedore_core::wire::{self, TarScanner};
 use stevedore_core::{digest, Algorithm, Digest, Error, Hasher};
 
@@ -420,4 +420,72 @@ pub unsafe extern "C" fn stevedore_layer_stack_walk(stack: *const LayerStack) ->
 #[no_mangle]
 pub unsafe extern "C" fn stevedore_layer_stack_free(stack: *mut LayerStack) {
     drop(Box::from_raw(stack));
+}
+
+/// A tar writer for `format` (`pax`, `gnu`, `ustar`); a handle or 0.
+///
+/// # Safety
+/// See [`bytes`].
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_tar_writer_create(ptr: *const u8, len: usize) -> usize {
+    handle_of(
+        text(ptr, len)
+            .and_then(|f| wire::tar_format(f).map_err(fail_core))
+            .map(TarWriter::new),
+    )
+}
+
+/// The header block(s) for one wire entry record, in the result buffer.
+///
+/// # Safety
+/// `writer` must be a live writer handle; see [`bytes`].
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_tar_writer_header(
+    writer: *mut TarWriter,
+    ptr: *const u8,
+    len: usize,
+) -> i32 {
+    result_of(
+        wire::WireReader::new(bytes(ptr, len))
+            .tar_header()
+            .and_then(|h| (*writer).header(&h).map(|b| b.to_vec())),
+    )
+}
+
+/// Counts `len` bytes of the current entry's data (checked against its size).
+///
+/// # Safety
+/// `writer` must be a live writer handle; see [`bytes`].
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_tar_writer_data(
+    writer: *mut TarWriter,
+    ptr: *const u8,
+    len: usize,
+) -> i32 {
+    result_of((*writer).data(bytes(ptr, len)).map(|_| Vec::new()))
+}
+
+/// The padding after the current entry, in the result buffer.
+///
+/// # Safety
+/// `writer` must be a live writer handle.
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_tar_writer_end_entry(writer: *mut TarWriter) -> i32 {
+    result_of((*writer).end_entry().map(|b| b.to_vec()))
+}
+
+/// The end-of-archive blocks, in the result buffer.
+///
+/// # Safety
+/// `writer` must be a live writer handle.
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_tar_writer_finish(writer: *mut TarWriter) -> i32 {
+    result_of((*writer).finish().map(|b| b.to_vec()))
+}
+
+/// # Safety
+/// `writer` must be a live writer handle; it is dead afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn stevedore_tar_writer_free(writer: *mut TarWriter) {
+    drop(Box::from_raw(writer));
 }

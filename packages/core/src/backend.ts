@@ -64,7 +64,18 @@ export interface LayerStackBackend {
   walk(): import('./wire.js').StackStat[];
 }
 
+export type TarFormat = 'pax' | 'gnu' | 'ustar';
+
+/** A deterministic tar writer owned by a backend: bytes out, the caller writes the data. */
+export interface TarWriterBackend {
+  header(record: Uint8Array): Uint8Array;
+  data(chunk: Uint8Array): void;
+  endEntry(): Uint8Array;
+  finish(): Uint8Array;
+}
+
 export interface LayerBackend {
+  createTarWriter(format: TarFormat): TarWriterBackend;
   createTarScanner(options: TarScanOptions): TarScannerBackend;
   layerIndexFromEntries(encoded: Uint8Array, form: WhiteoutForm): LayerIndexBackend;
   /** Base layer first; the indexes stay usable. */

@@ -6,21 +6,24 @@ import { backend } from './api.js';
 import type {
   LayerIndexBackend,
   LayerStackBackend,
+  TarFormat,
   TarScannerBackend,
   TarScanOptions,
+  TarWriterBackend,
   WhiteoutForm,
 } from './backend.js';
 import { StevedoreError } from './errors.js';
 import {
   type EntryRecord,
   encodeEntries,
+  encodeEntry,
   type LayerEntryInput,
   type Resolution,
   type StackStat,
   type TarEvent,
 } from './wire.js';
 
-export type { TarScanOptions, WhiteoutForm } from './backend.js';
+export type { TarFormat, TarScanOptions, WhiteoutForm } from './backend.js';
 export type { EntryRecord, EntryType, LayerEntryInput, Resolution, StackStat, TarEvent } from './wire.js';
 
 const encoder = new TextEncoder();
@@ -52,6 +55,55 @@ export class TarReader {
   toLayerIndex(form: WhiteoutForm = 'oci'): LayerIndex {
     return new LayerIndex(this.inner.toIndex(form));
   }
+}
+
+/**
+ * A deterministic tar writer: equal headers give equal bytes. `pax` adds PAX records only
+ * when needed (long or non-ASCII names, big ids, sub-second times, xattrs); `gnu` and `ustar`
+ * refuse what they cannot hold. You write the returned bytes, then the entry's data, then
+ * `endEntry()`'s padding; `finish()` gives the end-of-archive blocks.
+ */
+export class TarWriter {
+  private readonly inner: TarWriterBackend;
+  constructor(readonly format: TarFormat = 'pax') {
+    this.inner = backend().createTarWriter(format);
+  }
+  header(entry: LayerEntryInput): Uint8Array {
+    return this.inner.header(encodeEntry(entry));
+  }
+  /** Accounts for a chunk of the open entry's data (checked against its size); returns it. */
+  data(chunk: Uint8Array): Uint8Array {
+    this.inner.data(chunk);
+    return chunk;
+  }
+  endEntry(): Uint8Array {
+    return this.inner.endEntry();
+  }
+  finish(): Uint8Array {
+    return this.inner.finish();
+  }
+}
+
+/** A whole archive in memory: each entry's `size` is taken from its data. */
+export function writeTar(
+  entries: { entry: LayerEntryInput; data?: Uint8Array }[],
+  format: TarFormat = 'pax',
+): Uint8Array {
+  const w = new TarWriter(format);
+  const parts: Uint8Array[] = [];
+  for (const { entry, data } of entries) {
+    parts.push(w.header({ ...entry, size: data?.length ?? 0 }));
+    if (data) parts.push(w.data(data));
+    parts.push(w.endEntry());
+  }
+  parts.push(w.finish());
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
 }
 
 /** One listed tar entry, with its content digest when hashing was asked for. */

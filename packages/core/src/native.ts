@@ -47,6 +47,11 @@ export interface NativeAddon {
   layerStackStat(stack: Handle, path: Uint8Array, follow: boolean): Uint8Array;
   layerStackReaddir(stack: Handle, path: Uint8Array): Uint8Array;
   layerStackWalk(stack: Handle): Uint8Array;
+  tarWriterCreate(format: string): Handle;
+  tarWriterHeader(writer: Handle, record: Uint8Array): Uint8Array;
+  tarWriterData(writer: Handle, chunk: Uint8Array): void;
+  tarWriterEndEntry(writer: Handle): Uint8Array;
+  tarWriterFinish(writer: Handle): Uint8Array;
 }
 
 /** napi-rs file naming: `<binaryName>.<platform>-<arch>[-<abi>].node`. */
@@ -171,6 +176,15 @@ export function nativeBackend(addon: NativeAddon): Backend & { hashFile: NativeA
         guard(() => addon.hasherCreate(alg)),
       ),
     createTarScanner: (o) => nativeScanner(addon, o),
+    createTarWriter: (format) => {
+      const w = guard(() => addon.tarWriterCreate(format));
+      return {
+        header: (record) => guard(() => addon.tarWriterHeader(w, record)),
+        data: (chunk) => guard(() => addon.tarWriterData(w, chunk)),
+        endEntry: () => guard(() => addon.tarWriterEndEntry(w)),
+        finish: () => guard(() => addon.tarWriterFinish(w)),
+      };
+    },
     layerIndexFromEntries: (encoded, form) => new NativeIndex(guard(() => addon.layerIndexFromEntries(encoded, form))),
     createLayerStack: (layers) => nativeStack(addon, layers),
   };

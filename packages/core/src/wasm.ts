@@ -51,6 +51,12 @@ interface WasmExports {
   stevedore_layer_stack_readdir(stack: number, ptr: Ptr, len: number): number;
   stevedore_layer_stack_walk(stack: number): number;
   stevedore_layer_stack_free(stack: number): void;
+  stevedore_tar_writer_create(ptr: Ptr, len: number): number;
+  stevedore_tar_writer_header(writer: number, ptr: Ptr, len: number): number;
+  stevedore_tar_writer_data(writer: number, ptr: Ptr, len: number): number;
+  stevedore_tar_writer_end_entry(writer: number): number;
+  stevedore_tar_writer_finish(writer: number): number;
+  stevedore_tar_writer_free(writer: number): void;
   stevedore_hasher_update(handle: number, ptr: Ptr, len: number): void;
   stevedore_hasher_clone(handle: number): number;
   stevedore_hasher_finish(handle: number): number;
@@ -299,6 +305,26 @@ function backendFrom(instance: WebAssembly.Instance): Backend {
     hashAsync: async (alg, data) => hash(alg, data),
     createHasher,
     createTarScanner: (o) => wasmScanner(core, o),
+    createTarWriter: (format) => {
+      const w = core.withString(format, (p, l) => core.handle(x.stevedore_tar_writer_create(p, l)));
+      const out = (status: number) => {
+        core.check(status);
+        return core.resultBytes().slice();
+      };
+      const writer = {
+        header: (record: Uint8Array) => core.withBytes(record, (p, l) => out(x.stevedore_tar_writer_header(w, p, l))),
+        data: (chunk: Uint8Array) => {
+          for (let off = 0; off < chunk.length; off += SCRATCH_SIZE) {
+            const piece = chunk.subarray(off, off + SCRATCH_SIZE);
+            core.check(x.stevedore_tar_writer_data(w, core.put(piece), piece.length));
+          }
+        },
+        endEntry: () => out(x.stevedore_tar_writer_end_entry(w)),
+        finish: () => out(x.stevedore_tar_writer_finish(w)),
+      };
+      freeRegistry.register(writer, () => x.stevedore_tar_writer_free(w));
+      return writer;
+    },
     layerIndexFromEntries: (encoded, form) =>
       new WasmIndex(
         core,

@@ -241,6 +241,9 @@ export interface LayerEntryInput {
   gid?: number;
   size?: number;
   mtime?: number;
+  mtimeNanos?: number;
+  uname?: string;
+  gname?: string;
   devMajor?: number;
   devMinor?: number;
   content?: string;
@@ -284,10 +287,8 @@ class WireWriter {
   }
 }
 
-export function encodeEntries(entries: LayerEntryInput[]): Uint8Array {
-  const w = new WireWriter();
-  w.u32(entries.length);
-  for (const e of entries) {
+function putEntry(w: WireWriter, e: LayerEntryInput): void {
+  {
     const kind = TYPES.indexOf(e.type);
     if (kind < 0) throw new TypeError(`unknown entry type ${String(e.type)}`);
     w.u8(kind);
@@ -296,14 +297,14 @@ export function encodeEntries(entries: LayerEntryInput[]): Uint8Array {
     w.u64(e.gid ?? 0);
     w.u64(e.size ?? 0);
     w.u64(e.mtime ?? 0);
-    w.u32(0);
+    w.u32(e.mtimeNanos ?? 0);
     w.u32(e.devMajor ?? 0);
     w.u32(e.devMinor ?? 0);
     w.u64(0);
     w.bytes(e.path);
     w.bytes(e.linkName ?? '');
-    w.bytes('');
-    w.bytes('');
+    w.bytes(e.uname ?? '');
+    w.bytes(e.gname ?? '');
     w.bytes(e.content ?? '');
     w.u32(e.xattrs?.length ?? 0);
     for (const [k, v] of e.xattrs ?? []) {
@@ -311,6 +312,18 @@ export function encodeEntries(entries: LayerEntryInput[]): Uint8Array {
       w.bytes(v);
     }
   }
+}
+
+export function encodeEntries(entries: LayerEntryInput[]): Uint8Array {
+  const w = new WireWriter();
+  w.u32(entries.length);
+  for (const e of entries) putEntry(w, e);
+  return w.finish();
+}
+
+export function encodeEntry(entry: LayerEntryInput): Uint8Array {
+  const w = new WireWriter();
+  putEntry(w, entry);
   return w.finish();
 }
 
