@@ -75,6 +75,7 @@ describe('stevedore version and demo', () => {
     expect(result.files).toBeGreaterThan(200);
     expect(result.kept).toBe(false);
     expect(r.stderr).toMatch(/native and wasm agree/);
+    expect(result.merged).toEqual({ etc: ['motd', 'os-release', 'passwd'], osReleaseLayer: 1, deleted: 'whiteout' });
     expect(spawnSync('test', ['-e', result.rootfs]).status).toBe(1);
   });
 });

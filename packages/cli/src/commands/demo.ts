@@ -2,7 +2,18 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { backendKind, hashAsync, hashFile, loadWasmBackend, useBackend } from '@stevedore/core';
+import {
+  backendKind,
+  hashAsync,
+  hashFile,
+  LayerIndex,
+  LayerStack,
+  listTarFile,
+  loadWasmBackend,
+  sha256,
+  useBackend,
+  writeTar,
+} from '@stevedore/core';
 import { type Output, style } from '../output.js';
 
 /**
@@ -40,7 +51,42 @@ export async function demoCommand(opts: { keep?: boolean }, out: Output): Promis
     }
     out.log(`    ${style.green('ok')}  native and wasm agree on all ${files.length} files`);
 
-    step(4, 'Throughput on 64 MiB (off the JS thread for native)');
+    step(4, "Pack two layers with the core's tar writer (the second changes, adds and deletes)");
+    const layersDir = join(work, 'layers');
+    mkdirSync(layersDir);
+    const base = writeTar(
+      files.map((f) => ({
+        entry: { path: f.slice(rootfs.length + 1), type: 'file' as const, mode: 0o644 },
+        data: readFileSync(f),
+      })),
+    );
+    const text = (t: string) => new TextEncoder().encode(t);
+    const top = writeTar([
+      { entry: { path: 'etc/os-release', type: 'file' }, data: text('NAME="stevedore demo, patched"\n') },
+      { entry: { path: 'etc/motd', type: 'file' }, data: text('built by stevedore\n') },
+      { entry: { path: 'usr/share/data/.wh.000.bin', type: 'file' } },
+    ]);
+    const layerFiles = [join(layersDir, 'base.tar'), join(layersDir, 'top.tar')];
+    writeFileSync(layerFiles[0] as string, base);
+    writeFileSync(layerFiles[1] as string, top);
+    for (const [i, f] of layerFiles.entries()) {
+      const listing = await listTarFile(f);
+      out.log(`    layer ${i}: ${listing.length} entries, diff_id ${sha256(i ? top : base)}`);
+    }
+
+    step(5, 'Resolve the merged view, as kernel overlayfs would');
+    const stack = new LayerStack([LayerIndex.fromTar(base), LayerIndex.fromTar(top)]);
+    const etc = stack.readdir('etc');
+    const patched = stack.stat('etc/os-release');
+    const deleted = stack.resolve('usr/share/data/000.bin');
+    out.log(`    /etc            ${etc.join('  ')}`);
+    out.log(`    etc/os-release  from layer ${patched.layer} (${patched.entry.size} bytes)`);
+    out.log(`    000.bin         ${deleted.kind} in layer ${'layer' in deleted ? deleted.layer : '-'}`);
+    if (deleted.kind !== 'whiteout' || patched.layer !== 1 || !etc.includes('motd')) {
+      throw new Error('demo: the merged view is not what the layers say');
+    }
+
+    step(6, 'Throughput on 64 MiB (off the JS thread for native)');
     const big = new Uint8Array(64 << 20).fill(7);
     const rates: Record<string, number> = {};
     for (const kind of ['native', 'wasm'] as const) {
@@ -58,7 +104,16 @@ export async function demoCommand(opts: { keep?: boolean }, out: Output): Promis
       [...native].map(([f, d]) => `${d.slice(7)}  ${f.slice(rootfs.length + 1)}`).join('\n') + '\n',
     );
     out.data(
-      { rootfs, files: files.length, bytes: total, sums: manifest, throughputMBps: rates, kept: Boolean(opts.keep) },
+      {
+        rootfs,
+        files: files.length,
+        bytes: total,
+        sums: manifest,
+        layers: layerFiles,
+        merged: { etc, osReleaseLayer: patched.layer, deleted: deleted.kind },
+        throughputMBps: rates,
+        kept: Boolean(opts.keep),
+      },
       () =>
         `demo finished in ${((performance.now() - started) / 1000).toFixed(1)} s` +
         (opts.keep ? `; results in ${work}` : ''),
