@@ -406,6 +406,18 @@ pub fn put_stat(out: &mut Vec<u8>, s: &Stat<'_>) {
     put_entry(out, s.entry);
 }
 
+/// Encodes every visible path of a stack, depth first: `count u32 | stat*`.
+pub fn put_walk(out: &mut Vec<u8>, stack: &crate::overlay::LayerStack) {
+    let start = out.len();
+    put_u32(out, 0);
+    let mut n = 0u32;
+    for st in stack.iter() {
+        put_stat(out, &st);
+        n += 1;
+    }
+    out[start..start + 4].copy_from_slice(&n.to_le_bytes());
+}
+
 /// Encodes a list of names: `count u32 | bytes*`.
 pub fn put_names(out: &mut Vec<u8>, names: &[&[u8]]) {
     put_u32(out, names.len() as u32);

@@ -173,14 +173,8 @@ pub fn layer_stack_readdir(env: Env, args: &[napi_value]) -> JsResult<napi_value
 
 /// `layerStackWalk(stack) -> Buffer`: every visible path, depth first (`count u32 | stat*`).
 pub fn layer_stack_walk(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
-    let s = stack(env, args[0])?;
-    let mut out = vec![0u8; 4];
-    let mut n = 0u32;
-    for st in s.iter() {
-        wire::put_stat(&mut out, &st);
-        n += 1;
-    }
-    out[..4].copy_from_slice(&n.to_le_bytes());
+    let mut out = Vec::new();
+    wire::put_walk(&mut out, stack(env, args[0])?);
     env.buffer_copy(&out)
 }
 

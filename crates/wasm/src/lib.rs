@@ -405,13 +405,8 @@ pub unsafe extern "C" fn stevedore_layer_stack_readdir(
 /// `stack` must be a live stack handle.
 #[no_mangle]
 pub unsafe extern "C" fn stevedore_layer_stack_walk(stack: *const LayerStack) -> i32 {
-    let mut out = vec![0u8; 4];
-    let mut n = 0u32;
-    for st in (*stack).iter() {
-        wire::put_stat(&mut out, &st);
-        n += 1;
-    }
-    out[..4].copy_from_slice(&n.to_le_bytes());
+    let mut out = Vec::new();
+    wire::put_walk(&mut out, &*stack);
     result_of(Ok(out))
 }
 
