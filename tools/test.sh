@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 tools/setup.sh test
 # CI runs as root: the kernel-overlay tests must run, not skip.
 export STEVEDORE_REQUIRE_KERNEL_OVERLAY=${STEVEDORE_REQUIRE_KERNEL_OVERLAY:-1}
+export STEVEDORE_REQUIRE_DOCKER=${STEVEDORE_REQUIRE_DOCKER:-1}
 rm -rf build/test-results
 status=0
 npx nx run-many -t lint --outputStyle=static || status=1

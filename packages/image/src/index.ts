@@ -3,7 +3,18 @@
  * media types, validated manifests/indexes/configs, platforms, chain IDs, and the `Layer`,
  * `Image` and `Index` interfaces.
  */
+
+export { ArchiveError, type ArchiveErrorCode, DEFAULT_MAX_LAYERS } from './archive/io.js';
+export type { ReadOptions } from './archive/stored.js';
+export type { TarFileOptions } from './archive/tar-file.js';
 export * from './chain.js';
+export * from './copy.js';
+export {
+  DockerArchive,
+  type DockerArchiveImage,
+  type DockerArchiveWriteOptions,
+  writeDockerArchive,
+} from './docker-archive.js';
 export {
   DEFAULT_MAX_DOCUMENT_BYTES,
   DEFAULT_MAX_JSON_DEPTH,
@@ -14,6 +25,17 @@ export {
 } from './json.js';
 export * from './media-types.js';
 export type { Image, Index, Layer } from './model.js';
+export {
+  type ArchiveEntry,
+  CONTAINERD_IMAGE_NAME_ANNOTATION,
+  type LayoutEntry,
+  OciLayout,
+  OciLayoutReader,
+  type OciWriteOptions,
+  ociManifestBytes,
+  REF_NAME_ANNOTATION,
+  writeOciArchive,
+} from './oci-layout.js';
 export * from './platform.js';
 export * from './reference.js';
 export * from './schema.js';

@@ -1,0 +1,261 @@
+/**
+ * Byte plumbing shared by the archive and layout sources and sinks: verifying streams, gzip
+ * detection, bounded reads, staging files and an index.json lock. Node only.
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, open, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { type Digest, Hasher, StevedoreError } from '@stevedore/core';
+
+/** Stable codes of the errors raised by the archive and layout readers and writers. */
+export type ArchiveErrorCode =
+  /** A member reference in a manifest is absolute, contains `..`, or is otherwise unusable. */
+  | 'ERR_ARCHIVE_MEMBER_PATH'
+  /** A referenced member or blob is not there. */
+  | 'ERR_ARCHIVE_MEMBER_MISSING'
+  /** The same member name twice in one archive. */
+  | 'ERR_ARCHIVE_DUPLICATE_MEMBER'
+  /** A link member that loops, leaves the archive or is not a file. */
+  | 'ERR_ARCHIVE_BAD_LINK'
+  /** The archive's structure is not what the format says (no manifest.json, bad oci-layout, …). */
+  | 'ERR_ARCHIVE_FORMAT'
+  /** More layers than the configured maximum. */
+  | 'ERR_TOO_MANY_LAYERS'
+  /** Layer count differs from `rootfs.diff_ids`. */
+  | 'ERR_LAYER_COUNT_MISMATCH'
+  /** The bytes do not hash to the digest that names them. */
+  | 'ERR_DIGEST_MISMATCH'
+  /** The bytes are not as long as promised. */
+  | 'ERR_SIZE_MISMATCH'
+  /** No image matches the requested tag. */
+  | 'ERR_IMAGE_NOT_FOUND'
+  /** A layer with more uncompressed bytes than the budget. */
+  | 'ERR_LAYER_TOO_LARGE'
+  /** The lock on an index could not be taken in time. */
+  | 'ERR_LOCK_TIMEOUT';
+
+export class ArchiveError extends StevedoreError {
+  declare readonly code: ArchiveErrorCode;
+  constructor(code: ArchiveErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.name = 'ArchiveError';
+  }
+}
+
+/** Largest layer count accepted by the readers (configurable; docker's overlay2 stops at 128). */
+export const DEFAULT_MAX_LAYERS = 1000;
+
+/** A producer of a byte stream that can be opened any number of times. */
+export type Opener = () => AsyncIterable<Uint8Array>;
+
+/** `length` bytes of a file from `start`, read lazily (memory stays flat). */
+export function fileRange(file: string, start: number, length: number): AsyncIterable<Uint8Array> {
+  if (length === 0) return (async function* () {})();
+  return createReadStream(file, { start, end: start + length - 1, highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>;
+}
+
+/**
+ * Passes `source` through, hashing it; at the end throws when the byte count or digest differs
+ * from `expected` (`size` is optional). Nothing after a detected size overrun is yielded.
+ */
+export async function* verified(
+  source: AsyncIterable<Uint8Array>,
+  expected: { digest: Digest; size?: number | undefined },
+  what: string,
+): AsyncIterable<Uint8Array> {
+  const h = new Hasher(expected.digest.algorithm);
+  for await (const chunk of source) {
+    h.update(chunk);
+    if (expected.size !== undefined && h.size > expected.size) {
+      throw new ArchiveError('ERR_SIZE_MISMATCH', `${what}: more than the expected ${expected.size} bytes`);
+    }
+    yield chunk;
+  }
+  if (expected.size !== undefined && h.size !== expected.size) {
+    throw new ArchiveError('ERR_SIZE_MISMATCH', `${what}: size mismatch (expected ${expected.size}, got ${h.size})`);
+  }
+  const got = h.digest();
+  if (!got.equals(expected.digest)) {
+    throw new ArchiveError(
+      'ERR_DIGEST_MISMATCH',
+      `${what}: digest mismatch (expected ${expected.digest.toString()}, got ${got.toString()})`,
+    );
+  }
+}
+
+/** Whether bytes start with the gzip magic (1f 8b). */
+export function isGzip(head: Uint8Array): boolean {
+  return head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b;
+}
+
+/** Whether bytes start with the zstd magic (28 b5 2f fd). */
+export function isZstd(head: Uint8Array): boolean {
+  return head.length >= 4 && head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd;
+}
+
+/** Reads the first `n` bytes of a stream opener (for magic detection). */
+export async function peek(open: Opener, n = 4): Promise<Uint8Array> {
+  const out = new Uint8Array(n);
+  let got = 0;
+  const it = open()[Symbol.asyncIterator]();
+  try {
+    while (got < n) {
+      const r = await it.next();
+      if (r.done) break;
+      const take = Math.min(n - got, r.value.length);
+      out.set(r.value.subarray(0, take), got);
+      got += take;
+    }
+  } finally {
+    await it.return?.();
+  }
+  return out.subarray(0, got);
+}
+
+/**
+ * Decompresses a gzip stream, with a byte budget on the output. Node's gunzip reads to the end
+ * of the input and checks CRC and length; trailing garbage after the last member is an error.
+ */
+export async function* gunzip(
+  source: AsyncIterable<Uint8Array>,
+  what: string,
+  maxBytes = Number.MAX_SAFE_INTEGER,
+): AsyncIterable<Uint8Array> {
+  const z = createGunzip();
+  const feeding = pipeline(source, z).catch((e: unknown) => {
+    z.destroy(e as Error);
+  });
+  let total = 0;
+  try {
+    for await (const chunk of z as AsyncIterable<Buffer>) {
+      total += chunk.length;
+      if (total > maxBytes) {
+        throw new ArchiveError('ERR_LAYER_TOO_LARGE', `${what}: more than ${maxBytes} uncompressed bytes`);
+      }
+      yield chunk;
+    }
+  } catch (e) {
+    if (e instanceof StevedoreError) throw e;
+    throw new ArchiveError('ERR_ARCHIVE_FORMAT', `${what}: gzip: ${(e as Error).message}`, { cause: e });
+  } finally {
+    z.destroy();
+    await feeding;
+  }
+}
+
+/** The uncompressed stream of a possibly gzip-compressed blob (detected by its magic). */
+export async function* maybeGunzip(open: Opener, what: string, maxBytes?: number): AsyncIterable<Uint8Array> {
+  const head = await peek(open, 4);
+  if (isZstd(head)) throw new ArchiveError('ERR_ARCHIVE_FORMAT', `${what}: zstd layers are not supported yet`);
+  if (isGzip(head)) yield* gunzip(open(), what, maxBytes);
+  else yield* open();
+}
+
+/** Collects a stream into memory, refusing more than `max` bytes (for documents only). */
+export async function readAll(source: AsyncIterable<Uint8Array>, max: number, what: string): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  let n = 0;
+  for await (const c of source) {
+    n += c.length;
+    if (n > max) throw new ArchiveError('ERR_ARCHIVE_FORMAT', `${what}: more than the limit of ${max} bytes`);
+    parts.push(c);
+  }
+  const out = new Uint8Array(n);
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
+
+/** Drains a stream (runs its verification) without keeping the bytes. */
+export async function drain(source: AsyncIterable<Uint8Array>): Promise<void> {
+  for await (const _ of source) {
+    // nothing: the consumer's checks run at the end
+  }
+}
+
+/** Writes a stream to `file` (created exclusively), returning its digest and size. */
+export async function writeStreamToFile(
+  source: AsyncIterable<Uint8Array>,
+  file: string,
+): Promise<{ digest: Digest; size: number }> {
+  const h = new Hasher('sha256');
+  async function* tap() {
+    for await (const c of source) {
+      h.update(c);
+      yield c;
+    }
+  }
+  await pipeline(tap(), createWriteStream(file, { flags: 'wx', mode: 0o644 }));
+  return { digest: h.digest(), size: h.size };
+}
+
+/** fsync a file or directory by path (best effort for directories on platforms that refuse). */
+export async function fsyncPath(p: string): Promise<void> {
+  const fh = await open(p, 'r');
+  try {
+    await fh.sync();
+  } catch {
+    // some filesystems refuse fsync on directories
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Renames `from` onto `to` and syncs the target's directory. */
+export async function commitRename(from: string, to: string): Promise<void> {
+  await fsyncPath(from);
+  await rename(from, to);
+  await fsyncPath(path.dirname(to));
+}
+
+/** A private temp dir next to `near` (same filesystem, so renames stay atomic). */
+export async function stagingDir(near: string): Promise<string> {
+  return mkdtemp(path.join(path.dirname(path.resolve(near)), `.${path.basename(near)}.stage-`));
+}
+
+export async function removeQuietly(p: string): Promise<void> {
+  await rm(p, { recursive: true, force: true }).catch(() => {});
+}
+
+export async function exists(p: string): Promise<boolean> {
+  try {
+    await stat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Runs `fn` holding `lockFile` (created exclusively; removed afterwards). Waits up to
+ * `timeoutMs`. Node has no flock: the lock is advisory between stevedore writers.
+ */
+export async function withLock<T>(lockFile: string, fn: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let delay = 5;
+  for (;;) {
+    try {
+      const fh = await open(lockFile, 'wx', 0o600);
+      await fh.writeFile(String(process.pid));
+      await fh.close();
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      if (Date.now() > deadline) {
+        throw new ArchiveError('ERR_LOCK_TIMEOUT', `${lockFile}: still locked after ${timeoutMs} ms`);
+      }
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 200);
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await rm(lockFile, { force: true });
+  }
+}

@@ -1,0 +1,170 @@
+/**
+ * `Image` and `Layer` implementations over a blob store (an OCI layout directory, or the members
+ * of a tar archive). Every blob is verified: documents when read, layers while streaming, and,
+ * with `verify` (the default), every layer's digest and diff_id eagerly when the image is opened.
+ */
+import { type Digest, sha256 } from '@stevedore/core';
+import type { DocumentLimits } from '../json.js';
+import { layerCompression } from '../media-types.js';
+import type { Image, Layer } from '../model.js';
+import { type ImageConfig, type ImageManifest, parseConfig, parseImageManifest } from '../schema.js';
+import { ArchiveError, DEFAULT_MAX_LAYERS, drain, gunzip, maybeGunzip, type Opener, readAll, verified } from './io.js';
+
+/** Options of every reader. */
+export interface ReadOptions {
+  /** Hash every layer (digest and diff_id) when the image is opened. Default true. */
+  verify?: boolean;
+  /** Most layers per image. Default 1000. */
+  maxLayers?: number;
+  /** Caps on manifests and configs (default 4 MiB, depth 64). */
+  limits?: DocumentLimits;
+  /** Budget of uncompressed bytes per layer (default unlimited). */
+  maxLayerBytes?: number;
+}
+
+/** Raw blob access by digest: `open` gives unverified bytes, `size` undefined when absent. */
+export interface BlobStore {
+  readonly label: string;
+  size(digest: Digest): Promise<number | undefined>;
+  open(digest: Digest): AsyncIterable<Uint8Array>;
+}
+
+/** Reads a blob fully (documents), checking size and digest. */
+export async function readBlob(
+  store: BlobStore,
+  digest: Digest,
+  size: number | undefined,
+  max: number,
+  what: string,
+): Promise<Uint8Array> {
+  const have = await store.size(digest);
+  if (have === undefined) {
+    throw new ArchiveError('ERR_ARCHIVE_MEMBER_MISSING', `${store.label}: ${what} ${digest.toString()}: blob missing`);
+  }
+  if (size !== undefined && have !== size) {
+    throw new ArchiveError(
+      'ERR_SIZE_MISMATCH',
+      `${store.label}: ${what} ${digest.toString()}: size mismatch (expected ${size}, got ${have})`,
+    );
+  }
+  if (have > max) {
+    throw new ArchiveError(
+      'ERR_ARCHIVE_FORMAT',
+      `${store.label}: ${what} ${digest.toString()}: ${have} bytes is more than the limit of ${max}`,
+    );
+  }
+  return readAll(
+    verified(store.open(digest), { digest, size: have }, `${store.label}: ${what} ${digest.toString()}`),
+    max,
+    what,
+  );
+}
+
+/** A layer read through openers; both streams are verified. */
+export class StoredLayer implements Layer {
+  constructor(
+    readonly digest: Digest,
+    readonly diffId: Digest,
+    readonly size: number,
+    readonly mediaType: string,
+    private readonly openRaw: Opener,
+    private readonly what: string,
+    private readonly maxBytes?: number,
+  ) {}
+
+  compressed(): AsyncIterable<Uint8Array> {
+    return verified(
+      this.openRaw(),
+      { digest: this.digest, size: this.size },
+      `${this.what}: layer ${this.digest.toString()}`,
+    );
+  }
+
+  uncompressed(): AsyncIterable<Uint8Array> {
+    const what = `${this.what}: layer ${this.digest.toString()}`;
+    const c = layerCompression(this.mediaType);
+    if (c === 'zstd') throw new ArchiveError('ERR_ARCHIVE_FORMAT', `${what}: zstd layers are not supported yet`);
+    const raw =
+      c === 'gzip'
+        ? gunzip(this.compressed(), what, this.maxBytes)
+        : c === 'none'
+          ? this.compressed()
+          : maybeGunzip(() => this.compressed(), what, this.maxBytes);
+    return verified(raw, { digest: this.diffId }, `${what}: diff_id`);
+  }
+}
+
+export class StoredImage implements Image {
+  readonly digest: Digest;
+  constructor(
+    readonly manifest: ImageManifest,
+    readonly rawManifest: Uint8Array,
+    readonly config: ImageConfig,
+    readonly rawConfig: Uint8Array,
+    readonly layers: readonly Layer[],
+  ) {
+    this.digest = sha256(rawManifest);
+  }
+}
+
+export function checkLayerCount(n: number, diffIds: number, max: number, what: string): void {
+  if (n > max || diffIds > max) {
+    throw new ArchiveError(
+      'ERR_TOO_MANY_LAYERS',
+      `${what}: ${Math.max(n, diffIds)} layers is more than the limit of ${max}`,
+    );
+  }
+  if (n !== diffIds) {
+    throw new ArchiveError('ERR_LAYER_COUNT_MISMATCH', `${what}: ${n} layers but the config lists ${diffIds} diff_ids`);
+  }
+}
+
+/** Verifies every layer of an image (flat memory: streams are hashed, not kept). */
+export async function verifyLayers(image: Image): Promise<void> {
+  for (const l of image.layers) {
+    if (layerCompression(l.mediaType) === 'none' && l.digest.equals(l.diffId)) await drain(l.compressed());
+    else await drain(l.uncompressed());
+  }
+}
+
+/** Loads the image a manifest blob describes from a blob store. */
+export async function loadImage(
+  store: BlobStore,
+  rawManifest: Uint8Array,
+  options: ReadOptions,
+  expectedMediaType?: string,
+): Promise<StoredImage> {
+  const max = options.limits?.maxBytes ?? 4 * 1024 * 1024;
+  const manifest = parseImageManifest(rawManifest, expectedMediaType, options.limits);
+  const what = `${store.label}: image ${sha256(rawManifest).toString()}`;
+  const maxLayers = options.maxLayers ?? DEFAULT_MAX_LAYERS;
+  if (manifest.layers.length > maxLayers) {
+    throw new ArchiveError(
+      'ERR_TOO_MANY_LAYERS',
+      `${what}: ${manifest.layers.length} layers is more than the limit of ${maxLayers}`,
+    );
+  }
+  const rawConfig = await readBlob(store, manifest.config.digest, manifest.config.size, max, 'config');
+  const config = parseConfig(rawConfig, manifest.config.mediaType, options.limits);
+  checkLayerCount(manifest.layers.length, config.rootfs.diff_ids.length, maxLayers, what);
+  const layers: Layer[] = [];
+  for (const [i, d] of manifest.layers.entries()) {
+    const have = await store.size(d.digest);
+    if (have === undefined) {
+      throw new ArchiveError('ERR_ARCHIVE_MEMBER_MISSING', `${what}: layer ${d.digest.toString()}: blob missing`);
+    }
+    if (have !== d.size) {
+      throw new ArchiveError(
+        'ERR_SIZE_MISMATCH',
+        `${what}: layer ${d.digest.toString()}: size mismatch (expected ${d.size}, got ${have})`,
+      );
+    }
+    const diffId = config.rootfs.diff_ids[i] as Digest;
+    layers.push(
+      new StoredLayer(d.digest, diffId, d.size, d.mediaType, () => store.open(d.digest), what, options.maxLayerBytes),
+    );
+  }
+  const image = new StoredImage(manifest, rawManifest, config, rawConfig, layers);
+  if (options.verify ?? true) await verifyLayers(image);
+  return image;
+}
