@@ -11,6 +11,7 @@ let failed = 0;
 let skipped = 0;
 const rows = [];
 for (const file of existsSync(dir) ? readdirSync(dir).sort() : []) {
+  if (!/\.(json|txt)$/.test(file)) continue; // screenshots and other artifacts live here too
   const text = readFileSync(join(dir, file), 'utf8');
   let p = 0;
   let f = 0;
