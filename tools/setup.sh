@@ -9,7 +9,7 @@ mode=${1:-build}
 
 # Debian's packaged crates feed the offline cargo source; rustc-web/rust-web-src/lld build wasm.
 build_pkgs=(rustc-web cargo-web rust-web-src lld pkg-config
-  librust-sha2-dev librust-flate2-dev librust-libc-dev)
+  librust-sha2-dev librust-flate2-dev librust-libc-dev librust-zstd-dev libzstd-dev)
 test_pkgs=(docker.io docker-registry skopeo umoci fuse-overlayfs pigz zstd busybox-static
   apache2-utils openssl attr chromium tmux hyperfine)
 
