@@ -94,6 +94,52 @@ pub enum Error {
     NotADirectory { path: String },
     /// More than `limit` symbolic links followed while resolving a path (ELOOP).
     SymlinkLoop { path: String, limit: u32 },
+    // --- layer engine (crates/core/src/layer) ---
+    /// The stream starts with the magic bytes of a compression this build does not read.
+    UnsupportedCompression { format: String },
+    /// The compressed stream is corrupt: a bad header or checksum, truncated, or followed by
+    /// bytes that are not another member/frame. `offset` counts compressed bytes read.
+    Decompress {
+        format: &'static str,
+        offset: u64,
+        reason: String,
+    },
+    /// A configured cap of the layer engine was exceeded (`what`: "uncompressed layer size",
+    /// "entries", "entry size", ...).
+    LayerLimit {
+        entry: Option<String>,
+        what: &'static str,
+        limit: u64,
+        found: u64,
+    },
+    /// The stream expands more than the configured ratio (a decompression bomb).
+    DecompressionRatio {
+        compressed: u64,
+        uncompressed: u64,
+        max_ratio: u64,
+    },
+    /// A layer's digest (`what` = "digest", of the compressed stream) or diff_id (`what` =
+    /// "diff_id", of the uncompressed tar) is not the expected one. `digest` and `diff_id` are
+    /// both values computed from the stream.
+    LayerDigestMismatch {
+        what: &'static str,
+        expected: String,
+        actual: String,
+        digest: String,
+        diff_id: String,
+    },
+    /// A filesystem or stream operation failed. `path` names the archive entry (or the source
+    /// path) it was for.
+    Io {
+        op: String,
+        path: String,
+        errno: Option<i32>,
+        reason: String,
+    },
+    /// An entry would be written through a symlink, or outside the target.
+    UnsafePath { path: String, reason: String },
+    /// Applying failed and undoing the partial changes failed too: the tree is partly applied.
+    RollbackFailed { error: String, rollback: String },
 }
 
 impl Error {
@@ -120,6 +166,14 @@ impl Error {
             Error::PathNotFound { .. } => "ERR_PATH_NOT_FOUND",
             Error::NotADirectory { .. } => "ERR_NOT_A_DIRECTORY",
             Error::SymlinkLoop { .. } => "ERR_SYMLINK_LOOP",
+            Error::UnsupportedCompression { .. } => "ERR_UNSUPPORTED_COMPRESSION",
+            Error::Decompress { .. } => "ERR_DECOMPRESS",
+            Error::LayerLimit { .. } => "ERR_LAYER_LIMIT",
+            Error::DecompressionRatio { .. } => "ERR_DECOMPRESSION_RATIO",
+            Error::LayerDigestMismatch { .. } => "ERR_DIGEST_MISMATCH",
+            Error::Io { .. } => "ERR_IO",
+            Error::UnsafePath { .. } => "ERR_UNSAFE_PATH",
+            Error::RollbackFailed { .. } => "ERR_ROLLBACK_FAILED",
         }
     }
 }
@@ -248,6 +302,67 @@ impl fmt::Display for Error {
             Error::SymlinkLoop { path, limit } => write!(
                 f,
                 "{path:?}: too many levels of symbolic links (more than {limit})"
+            ),
+            Error::UnsupportedCompression { format } => {
+                write!(f, "unsupported layer compression: {format}")
+            }
+            Error::Decompress {
+                format,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "{format} stream corrupt after {offset} compressed bytes: {reason}"
+            ),
+            Error::LayerLimit {
+                entry,
+                what,
+                limit,
+                found,
+            } => match entry {
+                Some(entry) => write!(
+                    f,
+                    "entry {entry:?}: {what} of {found} exceeds the limit of {limit}"
+                ),
+                None => write!(f, "{what} of {found} exceeds the limit of {limit}"),
+            },
+            Error::DecompressionRatio {
+                compressed,
+                uncompressed,
+                max_ratio,
+            } => write!(
+                f,
+                "decompression bomb: {compressed} compressed bytes expanded to {uncompressed} \
+                 (more than {max_ratio}:1)"
+            ),
+            Error::LayerDigestMismatch {
+                what,
+                expected,
+                actual,
+                digest,
+                diff_id,
+            } => write!(
+                f,
+                "layer {what} mismatch: expected {expected}, got {actual} \
+                 (computed digest {digest}, diff_id {diff_id})"
+            ),
+            Error::Io {
+                op,
+                path,
+                errno,
+                reason,
+            } => {
+                write!(f, "{op} {path:?}: {reason}")?;
+                match errno {
+                    Some(n) => write!(f, " (os error {n})"),
+                    None => Ok(()),
+                }
+            }
+            Error::UnsafePath { path, reason } => write!(f, "unsafe entry {path:?}: {reason}"),
+            Error::RollbackFailed { error, rollback } => write!(
+                f,
+                "{error}; undoing the partial apply failed too, the tree is partly applied: \
+                 {rollback}"
             ),
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod digest;
 pub mod error;
+pub mod layer;
 pub mod overlay;
 pub mod tar;
 pub mod wire;
