@@ -126,7 +126,7 @@ report(
     ).pipe(extract);
     await done;
     if (n !== 100_000) throw new Error(`tar-stream saw ${n} entries`);
-  }, 2),
+  }, 5),
 );
 for (const [name, b] of [
   ['stevedore native', native],
@@ -144,7 +144,7 @@ for (const [name, b] of [
       }
       s.finish();
       if (n !== 100_000) throw new Error(`${name} saw ${n} entries`);
-    }, 2),
+    }, 5),
     'tar-stream',
   );
 }
@@ -160,7 +160,7 @@ try {
     await time(async () => {
       const l = await listTarFile(file);
       if (l.length !== 100_000) throw new Error('listTarFile count');
-    }, 2),
+    }, 5),
     'tar-stream',
   );
 
