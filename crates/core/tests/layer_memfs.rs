@@ -1353,3 +1353,53 @@ fn create_progress_reaches_the_totals() {
     assert_eq!(seen.last().unwrap().compressed_in, r.compressed_size);
     assert_eq!(seen.last().unwrap().uncompressed_out, r.uncompressed_size);
 }
+
+/// A reader and a writer that cannot cross threads (like a JavaScript stream in wasm).
+struct LocalReader(std::rc::Rc<std::cell::RefCell<std::io::Cursor<Vec<u8>>>>);
+
+impl std::io::Read for LocalReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
+struct LocalWriter(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl Write for LocalWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn local_variants_take_non_send_io_and_agree() {
+    use stevedore_core::layer::{apply_to_local, create_from_local};
+    let mut src = sample_tree();
+    for compression in [
+        CreateCompression::None,
+        CreateCompression::Gzip { level: 6 },
+    ] {
+        let o = CreateOptions {
+            compression,
+            ..CreateOptions::default()
+        };
+        let (threaded, r1) = create(&mut src, &o);
+        let sink = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let r2 = create_from_local(&mut src, &o, LocalWriter(sink.clone()), |_| {}).unwrap();
+        assert_eq!(*sink.borrow(), threaded);
+        assert_eq!(r1, r2);
+        let mut a = MemFs::new();
+        let ra = apply_with(&mut a, &ApplyOptions::default(), &threaded).unwrap();
+        let mut b = MemFs::new();
+        let reader = LocalReader(std::rc::Rc::new(std::cell::RefCell::new(
+            std::io::Cursor::new(threaded.clone()),
+        )));
+        let rb = apply_to_local(reader, &mut b, &ApplyOptions::default(), |_| {}).unwrap();
+        assert_eq!(ra, rb);
+        assert_eq!(a.walk(), b.walk());
+    }
+}

@@ -1,20 +1,4 @@
-//! [`DirFs`]: the core's [`Fs`] on a real Linux directory, every call relative to a
-//! directory file descriptor, none following a symlink in the name it is given.
-//!
-//! | operation | system call |
-//! |---|---|
-//! | `lstat` | `fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW)` |
-//! | `open_dir` | `openat(dirfd, name, O_DIRECTORY \| O_NOFOLLOW)` |
-//! | `open_path` (fast path) | `openat2(dirfd, path, RESOLVE_IN_ROOT \| RESOLVE_NO_SYMLINKS \| RESOLVE_NO_MAGICLINKS)`, when the kernel has it (5.6+) |
-//! | `create_file` | `openat(O_CREAT \| O_EXCL \| O_NOFOLLOW)` |
-//! | `mkdir`, `symlink`, `mknod` | `mkdirat`, `symlinkat`, `mknodat` (never follow the new name) |
-//! | `hardlink` | `linkat(..., 0)`: links the entry itself, never its symlink target |
-//! | `remove`, `rename` | `unlinkat`, `renameat2(RENAME_NOREPLACE)` |
-//! | metadata of files and directories | `fchown`, `fsetxattr`, `fchmod`, `futimens` on the open descriptor |
-//! | metadata of symlinks, devices, FIFOs | `fchownat(AT_SYMLINK_NOFOLLOW)`, `lsetxattr` and `chmod` through `/proc/self/fd` (the directory descriptor, or an `O_PATH \| O_NOFOLLOW` descriptor of the entry itself), `utimensat(AT_SYMLINK_NOFOLLOW)` |
-//!
-//! Names must be single components (no `/`, not `.` or `..`); anything else is refused with
-//! `InvalidInput` before a system call is made.
+//! [`DirFs`]: the core's `Fs` on a real Linux directory (see the type's documentation).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -33,7 +17,23 @@ use stevedore_core::tar::Timestamp;
 /// An open directory of a [`DirFs`] (shared: the resolver keeps chains of them).
 pub type DirHandle = Rc<OwnedFd>;
 
-/// A real directory tree, accessed only through descriptors. See the [module](self).
+/// The core's [`Fs`] on a real Linux directory: every call relative to a directory file
+/// descriptor, none following a symlink in the name it is given.
+///
+/// | operation | system call |
+/// |---|---|
+/// | `lstat` | `fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW)` |
+/// | `open_dir` | `openat(dirfd, name, O_DIRECTORY \| O_NOFOLLOW)` |
+/// | `open_path` (fast path) | `openat2(dirfd, path, RESOLVE_IN_ROOT \| RESOLVE_NO_SYMLINKS \| RESOLVE_NO_MAGICLINKS)`, when the kernel has it (5.6+) |
+/// | `create_file` | `openat(O_CREAT \| O_EXCL \| O_NOFOLLOW)` |
+/// | `mkdir`, `symlink`, `mknod` | `mkdirat`, `symlinkat`, `mknodat` (never follow the new name) |
+/// | `hardlink` | `linkat(..., 0)`: links the entry itself, never its symlink target |
+/// | `remove`, `rename` | `unlinkat`, `renameat2(RENAME_NOREPLACE)` |
+/// | metadata of files and directories | `fchown`, `fsetxattr`, `fchmod`, `futimens` on the open descriptor |
+/// | metadata of symlinks, devices, FIFOs | `fchownat(AT_SYMLINK_NOFOLLOW)`, `lsetxattr` and `chmod` through `/proc/self/fd` (the directory descriptor, or an `O_PATH \| O_NOFOLLOW` descriptor of the entry itself), `utimensat(AT_SYMLINK_NOFOLLOW)` |
+///
+/// Names must be single components (no `/`, not `.` or `..`); anything else is refused with
+/// `InvalidInput` before a system call is made.
 #[derive(Debug)]
 pub struct DirFs {
     root: DirHandle,

@@ -4,7 +4,7 @@
 //!   one pass that also computes the blob digest and the diff_id and verifies them.
 //! * [`create_layer`]: write a directory (a full tree, or an overlay upper/diff dir) as a
 //!   deterministic layer.
-//! * [`DirFs`]: the core's [`Fs`](stevedore_core::layer::Fs) trait on a directory, every
+//! * [`DirFs`]: the core's [`stevedore_core::layer::Fs`] trait on a directory, every
 //!   call relative to a directory descriptor (`openat2(RESOLVE_IN_ROOT)` where the kernel has
 //!   it, a component-by-component `O_NOFOLLOW` walk otherwise).
 //!
@@ -49,7 +49,7 @@ fn fs_error(op: &str, path: &Path, e: FsError) -> Error {
 }
 
 /// Applies the layer stream `reader` to `target`. See
-/// [`stevedore_core::layer`](stevedore_core::layer) for the whiteout modes, the limits and
+/// [`stevedore_core::layer`] for the whiteout modes, the limits and
 /// the safety rules; `progress` is called on this thread after each 1 MiB of uncompressed
 /// data and once at the end.
 ///

@@ -36,10 +36,47 @@ pub fn apply_to<F: Fs, R: Read + Send>(
     reader: R,
     fs: &mut F,
     opts: &ApplyOptions,
-    mut progress: impl FnMut(Progress),
+    progress: impl FnMut(Progress),
 ) -> Result<ApplyReport> {
+    let pipelined = opts.pipelined;
+    apply_with(fs, opts, progress, move |sink, opts, alg, progress| {
+        if pipelined {
+            self::pipelined(reader, alg, opts, sink, progress)
+        } else {
+            inline(reader, alg, opts, sink, progress)
+        }
+    })
+}
+
+/// [`apply_to`] on the calling thread only, for readers that cannot move to another thread
+/// (a JavaScript stream in the browser). [`ApplyOptions::pipelined`] is ignored.
+pub fn apply_to_local<F: Fs, R: Read>(
+    reader: R,
+    fs: &mut F,
+    opts: &ApplyOptions,
+    progress: impl FnMut(Progress),
+) -> Result<ApplyReport> {
+    apply_with(fs, opts, progress, move |sink, opts, alg, progress| {
+        inline(reader, alg, opts, sink, progress)
+    })
+}
+
+fn apply_with<F: Fs, S>(
+    fs: &mut F,
+    opts: &ApplyOptions,
+    mut progress: impl FnMut(Progress),
+    stream: S,
+) -> Result<ApplyReport>
+where
+    S: FnOnce(
+        &mut Sink<'_, '_, F>,
+        &ApplyOptions,
+        Algorithm,
+        &mut dyn FnMut(Progress),
+    ) -> Result<StreamEnd>,
+{
     let mut applier = Applier::new(fs, opts)?;
-    let outcome = run(reader, &mut applier, opts, &mut progress);
+    let outcome = run(stream, &mut applier, opts, &mut progress);
     let mut report = match outcome {
         Ok(report) => report,
         Err(e) => return Err(applier.abort(e)),
@@ -67,12 +104,20 @@ enum Msg {
     End(Result<StreamEnd>),
 }
 
-fn run<F: Fs, R: Read + Send>(
-    reader: R,
+fn run<F: Fs, S>(
+    stream: S,
     applier: &mut Applier<'_, F>,
     opts: &ApplyOptions,
     progress: &mut dyn FnMut(Progress),
-) -> Result<ApplyReport> {
+) -> Result<ApplyReport>
+where
+    S: FnOnce(
+        &mut Sink<'_, '_, F>,
+        &ApplyOptions,
+        Algorithm,
+        &mut dyn FnMut(Progress),
+    ) -> Result<StreamEnd>,
+{
     let digest_alg = opts
         .expected_digest
         .as_ref()
@@ -89,11 +134,7 @@ fn run<F: Fs, R: Read + Send>(
         trailing: 0,
         applier,
     };
-    let end = if opts.pipelined {
-        pipelined(reader, digest_alg, opts, &mut sink, progress)?
-    } else {
-        inline(reader, digest_alg, opts, &mut sink, progress)?
-    };
+    let end = stream(&mut sink, opts, digest_alg, progress)?;
     sink.finish()?;
     // A plain tar: the digest of the stream is the diff_id, hashed once on the reading side.
     let diff_id = match sink.hasher.take() {

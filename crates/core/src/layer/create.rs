@@ -32,8 +32,47 @@ pub fn create_from<F: Fs, W: Write + Send>(
     fs: &mut F,
     opts: &CreateOptions,
     out: W,
-    mut progress: impl FnMut(Progress),
+    progress: impl FnMut(Progress),
 ) -> Result<CreateReport> {
+    let compression = opts.compression;
+    if opts.pipelined {
+        create_with(fs, opts, progress, move |walker, progress| {
+            pipelined(walker, out, compression, progress)
+        })
+    } else {
+        create_with(fs, opts, progress, move |walker, progress| {
+            inline(walker, out, compression, progress)
+        })
+    }
+}
+
+/// [`create_from`] on the calling thread only, for writers that cannot move to another
+/// thread (a JavaScript sink in the browser). [`CreateOptions::pipelined`] is ignored; the
+/// bytes are the same.
+pub fn create_from_local<F: Fs, W: Write>(
+    fs: &mut F,
+    opts: &CreateOptions,
+    out: W,
+    progress: impl FnMut(Progress),
+) -> Result<CreateReport> {
+    let compression = opts.compression;
+    create_with(fs, opts, progress, move |walker, progress| {
+        inline(walker, out, compression, progress)
+    })
+}
+
+/// The result of the output side and the result of the walk.
+type Outcome = (Result<Compressed>, Result<Walked>);
+
+fn create_with<F: Fs, S>(
+    fs: &mut F,
+    opts: &CreateOptions,
+    mut progress: impl FnMut(Progress),
+    output: S,
+) -> Result<CreateReport>
+where
+    S: FnOnce(&mut Walker<'_, F>, &mut dyn FnMut(Progress)) -> Outcome,
+{
     if let CreateCompression::Gzip { level } = opts.compression {
         if level > 9 {
             return Err(Error::Io {
@@ -44,7 +83,6 @@ pub fn create_from<F: Fs, W: Write + Send>(
             });
         }
     }
-    let compressed = Arc::new(AtomicU64::new(0));
     let plain = opts.compression == CreateCompression::None;
     let mut walker = Walker {
         fs,
@@ -57,61 +95,9 @@ pub fn create_from<F: Fs, W: Write + Send>(
         entries: 0,
         links: HashMap::new(),
         warnings: Warnings::default(),
-        compressed: compressed.clone(),
+        compressed: Arc::new(AtomicU64::new(0)),
     };
-    let (end, walked) = if opts.pipelined {
-        std::thread::scope(|scope| {
-            let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
-            let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
-            let counter = compressed.clone();
-            let compression = opts.compression;
-            let consumer = scope.spawn(move || -> Result<Compressed> {
-                match compression {
-                    CreateCompression::Gzip { level } => {
-                        parallel_gzip(rx, free_tx, out, level, &counter)
-                    }
-                    _ => {
-                        let mut enc = Encoder::new(out, compression)?;
-                        for chunk in rx {
-                            enc.write_all(&chunk).map_err(write_error)?;
-                            counter.store(enc.count(), Ordering::Relaxed);
-                            let _ = free_tx.send(chunk);
-                        }
-                        enc.finish()
-                    }
-                }
-            });
-            let mut emit = |chunk: Vec<u8>| -> Result<Vec<u8>> {
-                tx.send(chunk)
-                    .map_err(|_| write_error(io::ErrorKind::BrokenPipe.into()))?;
-                Ok(free_rx.try_recv().unwrap_or_default())
-            };
-            let walked = walker.run(&mut emit, &mut progress);
-            drop(tx);
-            let end = consumer
-                .join()
-                .unwrap_or_else(|_| Err(write_error(io::Error::other_msg("compressor panicked"))));
-            (end, walked)
-        })
-    } else {
-        let mut enc = Some(Encoder::new(out, opts.compression)?);
-        let mut emit = |chunk: Vec<u8>| -> Result<Vec<u8>> {
-            let e = enc
-                .as_mut()
-                .ok_or_else(|| write_error(io::ErrorKind::Other.into()))?;
-            e.write_all(&chunk).map_err(write_error)?;
-            compressed.store(e.count(), Ordering::Relaxed);
-            let mut chunk = chunk;
-            chunk.clear();
-            Ok(chunk)
-        };
-        let walked = walker.run(&mut emit, &mut progress);
-        let end = match enc.take() {
-            Some(e) => e.finish(),
-            None => Err(write_error(io::ErrorKind::Other.into())),
-        };
-        (end, walked)
-    };
+    let (end, walked) = output(&mut walker, &mut progress);
     // A walk error is the cause; a write error then is only its consequence.
     let walked = walked?;
     let end = end?;
@@ -129,6 +115,77 @@ pub fn create_from<F: Fs, W: Write + Send>(
         entries: report.entries,
     });
     Ok(report)
+}
+
+/// The walk on this thread, compression (and output) on helper threads.
+fn pipelined<F: Fs, W: Write + Send>(
+    walker: &mut Walker<'_, F>,
+    out: W,
+    compression: CreateCompression,
+    progress: &mut dyn FnMut(Progress),
+) -> Outcome {
+    let counter = walker.compressed.clone();
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
+        let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+        let consumer = scope.spawn(move || -> Result<Compressed> {
+            match compression {
+                CreateCompression::Gzip { level } => {
+                    parallel_gzip(rx, free_tx, out, level, &counter)
+                }
+                _ => {
+                    let mut enc = Encoder::new(out, compression)?;
+                    for chunk in rx {
+                        enc.write_all(&chunk).map_err(write_error)?;
+                        counter.store(enc.count(), Ordering::Relaxed);
+                        let _ = free_tx.send(chunk);
+                    }
+                    enc.finish()
+                }
+            }
+        });
+        let mut emit = |chunk: Vec<u8>| -> Result<Vec<u8>> {
+            tx.send(chunk)
+                .map_err(|_| write_error(io::ErrorKind::BrokenPipe.into()))?;
+            Ok(free_rx.try_recv().unwrap_or_default())
+        };
+        let walked = walker.run(&mut emit, progress);
+        drop(tx);
+        let end = consumer
+            .join()
+            .unwrap_or_else(|_| Err(write_error(io::Error::other_msg("compressor panicked"))));
+        (end, walked)
+    })
+}
+
+/// Everything on this thread.
+fn inline<F: Fs, W: Write>(
+    walker: &mut Walker<'_, F>,
+    out: W,
+    compression: CreateCompression,
+    progress: &mut dyn FnMut(Progress),
+) -> Outcome {
+    let counter = walker.compressed.clone();
+    let mut enc = match Encoder::new(out, compression) {
+        Ok(e) => Some(e),
+        Err(e) => return (Err(e.clone()), Err(e)),
+    };
+    let mut emit = |chunk: Vec<u8>| -> Result<Vec<u8>> {
+        let e = enc
+            .as_mut()
+            .ok_or_else(|| write_error(io::ErrorKind::Other.into()))?;
+        e.write_all(&chunk).map_err(write_error)?;
+        counter.store(e.count(), Ordering::Relaxed);
+        let mut chunk = chunk;
+        chunk.clear();
+        Ok(chunk)
+    };
+    let walked = walker.run(&mut emit, progress);
+    let end = match enc.take() {
+        Some(e) => e.finish(),
+        None => Err(write_error(io::ErrorKind::Other.into())),
+    };
+    (end, walked)
 }
 
 // --- gzip in independent blocks --------------------------------------------------------------

@@ -6,7 +6,7 @@
 //! takes a multi-component path except the optional fast path [`Fs::open_path`], and no method
 //! follows a symlink in the component it is given. Walking paths, following symlinks where a
 //! mode allows it (clamped at the root), and every decision about what to write is done once,
-//! in the core ([`super::resolve`]); an implementation only has to carry out single steps
+//! in the core (`layer/resolve.rs`); an implementation only has to carry out single steps
 //! without following links.
 //!
 //! Contract for implementations:
@@ -136,7 +136,7 @@ pub enum Special {
     Fifo,
 }
 
-/// What [`Fs::set_meta`], [`Fs::xattrs`], [`Fs::set_xattr`] and [`Fs::remove_xattr`] act on.
+/// What [`Fs::set_meta`], [`Fs::xattrs`] and [`Fs::remove_xattr`] act on.
 pub enum Target<'a, D, F> {
     /// A regular file open for writing (its descriptor).
     File(&'a F),

@@ -60,7 +60,8 @@ pub struct MemEntry {
 #[derive(Debug)]
 pub struct MemFile(usize);
 
-/// An in-memory directory tree. See the [module documentation](self).
+/// An in-memory directory tree: an inode table, with the Linux behaviour the layer engine
+/// relies on (see [`Fs`]).
 #[derive(Debug, Clone)]
 pub struct MemFs {
     nodes: Vec<Node>,

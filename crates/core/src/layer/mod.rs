@@ -25,7 +25,7 @@
 //! any type; a directory over a directory merges and takes the new metadata).
 //!
 //! Safety (SECURITY.md rule 4): paths are normalized (`..` refused, a leading `/` dropped) and
-//! then walked below the root by [`resolve`] without ever following a symlink in `overlay` and
+//! then walked below the root by one resolver (`layer/resolve.rs`) without ever following a symlink in `overlay` and
 //! `oci` modes (an entry below a symlink is an error naming the entry) and following symlinks
 //! only inside the root in `apply` mode, where lower layers legitimately hold links like
 //! `lib -> usr/lib` (as umoci and containerd do). The last component is never followed by any
@@ -64,8 +64,8 @@ mod memfs;
 pub(crate) mod resolve;
 mod stream;
 
-pub use apply::{apply_to, remove_tree};
-pub use create::create_from;
+pub use apply::{apply_to, apply_to_local, remove_tree};
+pub use create::{create_from, create_from_local};
 pub use fs::{FileType, Fs, FsError, FsErrorKind, FsResult, SetMeta, Special, Stat, Target};
 pub use memfs::{MemEntry, MemFile, MemFs};
 pub use stream::{detect_compression, Compression};
