@@ -4,6 +4,7 @@
 //! The TypeScript declarations of these exports live in `packages/core/src/native.ts`
 //! (`NativeAddon`); keep the two in step.
 
+mod engine;
 mod layers;
 mod napi;
 
@@ -144,6 +145,10 @@ const EXPORTS: &[(&str, Callback)] = &[
     ("tarWriterData", layers::tar_writer_data),
     ("tarWriterEndEntry", layers::tar_writer_end_entry),
     ("tarWriterFinish", layers::tar_writer_finish),
+    ("progressCreate", engine::progress_create),
+    ("progressRead", engine::progress_read),
+    ("layerApply", engine::layer_apply),
+    ("layerCreate", engine::layer_create),
 ];
 
 /// Entry point Node looks up when it `dlopen`s the addon.

@@ -16,6 +16,16 @@ import { decodeTarEvents } from './wire.js';
 export * from './api.js';
 export type { Backend, BackendKind, DigestAlgorithm, HasherBackend } from './backend.js';
 export { DIGEST_ALGORITHMS } from './backend.js';
+export {
+  type ApplyLayerOptions,
+  type ApplyLayerReport,
+  applyLayer,
+  type CreateLayerOptions,
+  type CreateLayerReport,
+  createLayer,
+  type LayerProgress,
+  type LayerWarning,
+} from './engine.js';
 export { StevedoreError } from './errors.js';
 export * from './layers.js';
 

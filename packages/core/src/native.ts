@@ -52,6 +52,20 @@ export interface NativeAddon {
   tarWriterData(writer: Handle, chunk: Uint8Array): void;
   tarWriterEndEntry(writer: Handle): Uint8Array;
   tarWriterFinish(writer: Handle): Uint8Array;
+  progressCreate(): Handle;
+  progressRead(progress: Handle): { compressed: number; uncompressed: number; entries: number };
+  layerApply(
+    source: string,
+    target: string,
+    options: object | null,
+    progress: unknown,
+  ): Promise<import('./engine.js').ApplyLayerReport>;
+  layerCreate(
+    source: string,
+    out: string,
+    options: object | null,
+    progress: unknown,
+  ): Promise<import('./engine.js').CreateLayerReport>;
 }
 
 /** napi-rs file naming: `<binaryName>.<platform>-<arch>[-<abi>].node`. */

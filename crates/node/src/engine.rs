@@ -1,0 +1,288 @@
+//! The layer engine (apply/create) exported to JS. Work runs on libuv's pool; progress is
+//! published through atomics that JS polls (no thread-safe function needed), so a CLI can
+//! draw bars while the promise is pending.
+
+use crate::napi::sys::napi_value;
+use crate::napi::{Env, JsError, JsResult};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use stevedore_core::overlay::XattrNamespace;
+use stevedore_core::Digest;
+use stevedore_fs::{
+    apply_layer, create_layer, ApplyOptions, CreateCompression, CreateMode, CreateOptions,
+    MtimePolicy, Progress, Warning, WhiteoutMode,
+};
+
+/// Progress counters shared between a running task and JS.
+#[derive(Default)]
+pub struct ProgressCell {
+    compressed: AtomicU64,
+    uncompressed: AtomicU64,
+    entries: AtomicU64,
+}
+
+impl ProgressCell {
+    fn store(&self, p: Progress) {
+        self.compressed.store(p.compressed_in, Ordering::Relaxed);
+        self.uncompressed
+            .store(p.uncompressed_out, Ordering::Relaxed);
+        self.entries.store(p.entries, Ordering::Relaxed);
+    }
+}
+
+struct ProgressHandle(Arc<ProgressCell>);
+
+/// `progressCreate()`: counters to pass to `layerApply`/`layerCreate` and read with `progressRead`.
+pub fn progress_create(env: Env, _args: &[napi_value]) -> JsResult<napi_value> {
+    env.external(ProgressHandle(Arc::default()))
+}
+
+/// `progressRead(p) -> { compressed, uncompressed, entries }`.
+pub fn progress_read(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
+    let p = &env.get_external::<ProgressHandle>(args[0], "progress")?.0;
+    let o = env.object()?;
+    env.set(
+        o,
+        "compressed",
+        env.double(p.compressed.load(Ordering::Relaxed) as f64)?,
+    )?;
+    env.set(
+        o,
+        "uncompressed",
+        env.double(p.uncompressed.load(Ordering::Relaxed) as f64)?,
+    )?;
+    env.set(
+        o,
+        "entries",
+        env.double(p.entries.load(Ordering::Relaxed) as f64)?,
+    )?;
+    Ok(o)
+}
+
+fn progress_of(env: Env, v: napi_value) -> JsResult<Option<Arc<ProgressCell>>> {
+    if env.is_nullish(v)? {
+        return Ok(None);
+    }
+    Ok(Some(
+        env.get_external::<ProgressHandle>(v, "progress")?.0.clone(),
+    ))
+}
+
+/// An optional property of an options object.
+fn opt(env: Env, o: napi_value, name: &str) -> JsResult<Option<napi_value>> {
+    let v = env.get(o, name)?;
+    Ok(if env.is_nullish(v)? { None } else { Some(v) })
+}
+
+fn opt_string(env: Env, o: napi_value, name: &str) -> JsResult<Option<String>> {
+    opt(env, o, name)?
+        .map(|v| env.get_string(v, name))
+        .transpose()
+}
+
+fn opt_u64(env: Env, o: napi_value, name: &str) -> JsResult<Option<u64>> {
+    match opt(env, o, name)? {
+        None => Ok(None),
+        Some(v) => {
+            let n = env.get_f64(v, name)?;
+            if !(n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0) {
+                return Err(JsError::type_error(format!(
+                    "{name} must be a non-negative integer"
+                )));
+            }
+            Ok(Some(n as u64))
+        }
+    }
+}
+
+fn namespace(name: Option<String>) -> JsResult<XattrNamespace> {
+    match name.as_deref() {
+        None | Some("trusted") => Ok(XattrNamespace::Trusted),
+        Some("user") => Ok(XattrNamespace::User),
+        Some(other) => Err(JsError::type_error(format!(
+            "xattrNamespace must be trusted or user, got {other:?}"
+        ))),
+    }
+}
+
+fn apply_options(env: Env, o: napi_value) -> JsResult<ApplyOptions> {
+    let mut opts = ApplyOptions {
+        mode: match opt_string(env, o, "mode")?.as_deref() {
+            None | Some("overlay") => WhiteoutMode::Overlay,
+            Some("apply") => WhiteoutMode::Apply,
+            Some("oci") => WhiteoutMode::Oci,
+            Some(other) => {
+                return Err(JsError::type_error(format!(
+                    "mode must be overlay, apply or oci, got {other:?}"
+                )))
+            }
+        },
+        xattr_namespace: namespace(opt_string(env, o, "xattrNamespace")?)?,
+        ..ApplyOptions::default()
+    };
+    if let Some(d) = opt_string(env, o, "expectedDigest")? {
+        opts.expected_digest = Some(d.parse::<Digest>()?);
+    }
+    if let Some(d) = opt_string(env, o, "expectedDiffId")? {
+        opts.expected_diff_id = Some(d.parse::<Digest>()?);
+    }
+    if let Some(v) = opt(env, o, "preserveOwner")? {
+        opts.preserve_owner = Some(env.get_bool(v, "preserveOwner")?);
+    }
+    if let Some(v) = opt(env, o, "recordOwner")? {
+        opts.record_owner = env.get_bool(v, "recordOwner")?;
+    }
+    if let Some(n) = opt_u64(env, o, "maxUncompressedBytes")? {
+        opts.limits.max_uncompressed_bytes = n;
+    }
+    if let Some(n) = opt_u64(env, o, "maxRatio")? {
+        opts.limits.max_ratio = n;
+    }
+    if let Some(n) = opt_u64(env, o, "maxEntries")? {
+        opts.limits.max_entries = n;
+    }
+    Ok(opts)
+}
+
+fn warnings(env: Env, list: &[Warning]) -> JsResult<napi_value> {
+    let items = list
+        .iter()
+        .map(|w| {
+            let o = env.object()?;
+            env.set(o, "path", env.string(&w.path)?)?;
+            env.set(o, "message", env.string(&w.message)?)?;
+            Ok(o)
+        })
+        .collect::<JsResult<Vec<_>>>()?;
+    env.array(&items)
+}
+
+fn io_err(what: &str, path: &std::path::Path, e: std::io::Error) -> JsError {
+    JsError::new("ERR_IO", format!("{what} {}: {e}", path.display()))
+}
+
+/// `layerApply(sourceFile, targetDir, options, progress|null) -> Promise<ApplyReport>`.
+pub fn layer_apply(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
+    let source = PathBuf::from(env.get_string(args[0], "source")?);
+    let target = PathBuf::from(env.get_string(args[1], "target")?);
+    let opts = if env.is_nullish(args[2])? {
+        ApplyOptions::default()
+    } else {
+        apply_options(env, args[2])?
+    };
+    let progress = progress_of(env, args[3])?;
+    env.spawn(
+        "stevedore:layerApply",
+        &[],
+        move || {
+            let file = File::open(&source).map_err(|e| io_err("open layer", &source, e))?;
+            let report = apply_layer(
+                BufReader::with_capacity(1 << 20, file),
+                &target,
+                &opts,
+                |p| {
+                    if let Some(cell) = &progress {
+                        cell.store(p);
+                    }
+                },
+            )?;
+            Ok(report)
+        },
+        |env, r| {
+            let o = env.object()?;
+            env.set(o, "digest", env.string(&r.digest.to_string())?)?;
+            env.set(o, "diffId", env.string(&r.diff_id.to_string())?)?;
+            env.set(o, "compressedSize", env.double(r.compressed_size as f64)?)?;
+            env.set(
+                o,
+                "uncompressedSize",
+                env.double(r.uncompressed_size as f64)?,
+            )?;
+            env.set(o, "compression", env.string(r.compression.name())?)?;
+            env.set(o, "entries", env.double(r.entries as f64)?)?;
+            env.set(o, "skipped", warnings(env, &r.skipped)?)?;
+            Ok(o)
+        },
+    )
+}
+
+fn create_options(env: Env, o: napi_value) -> JsResult<CreateOptions> {
+    let mut opts = CreateOptions::default();
+    opts.mode = match opt_string(env, o, "mode")?.as_deref() {
+        None | Some("full") => CreateMode::Full,
+        Some("overlay-diff") => {
+            CreateMode::OverlayDiff(namespace(opt_string(env, o, "xattrNamespace")?)?)
+        }
+        Some(other) => {
+            return Err(JsError::type_error(format!(
+                "mode must be full or overlay-diff, got {other:?}"
+            )))
+        }
+    };
+    let level = opt(env, o, "level")?
+        .map(|v| env.get_f64(v, "level"))
+        .transpose()?;
+    opts.compression = match opt_string(env, o, "compression")?.as_deref() {
+        None | Some("gzip") => CreateCompression::Gzip {
+            level: level.unwrap_or(6.0).clamp(0.0, 9.0) as u32,
+        },
+        Some("zstd") => CreateCompression::Zstd {
+            level: level.unwrap_or(3.0).clamp(1.0, 22.0) as i32,
+        },
+        Some("none") => CreateCompression::None,
+        Some(other) => {
+            return Err(JsError::type_error(format!(
+                "compression must be gzip, zstd or none, got {other:?}"
+            )))
+        }
+    };
+    if let Some(v) = opt(env, o, "clampMtime")? {
+        opts.mtime = MtimePolicy::Clamp(env.get_f64(v, "clampMtime")? as i64);
+    }
+    Ok(opts)
+}
+
+/// `layerCreate(sourceDir, outFile, options, progress|null) -> Promise<CreateReport>`.
+/// The layer is written to `outFile` (created or truncated); the caller renames it into place.
+pub fn layer_create(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
+    let source = PathBuf::from(env.get_string(args[0], "source")?);
+    let out = PathBuf::from(env.get_string(args[1], "out")?);
+    let opts = if env.is_nullish(args[2])? {
+        CreateOptions::default()
+    } else {
+        create_options(env, args[2])?
+    };
+    let progress = progress_of(env, args[3])?;
+    env.spawn(
+        "stevedore:layerCreate",
+        &[],
+        move || {
+            let file = File::create(&out).map_err(|e| io_err("create", &out, e))?;
+            let mut writer = BufWriter::with_capacity(1 << 20, file);
+            let report = create_layer(&source, &opts, &mut writer, |p| {
+                if let Some(cell) = &progress {
+                    cell.store(p);
+                }
+            })?;
+            writer.flush().map_err(|e| io_err("write", &out, e))?;
+            Ok(report)
+        },
+        |env, r| {
+            let o = env.object()?;
+            env.set(o, "digest", env.string(&r.digest.to_string())?)?;
+            env.set(o, "diffId", env.string(&r.diff_id.to_string())?)?;
+            env.set(o, "compressedSize", env.double(r.compressed_size as f64)?)?;
+            env.set(
+                o,
+                "uncompressedSize",
+                env.double(r.uncompressed_size as f64)?,
+            )?;
+            env.set(o, "entries", env.double(r.entries as f64)?)?;
+            env.set(o, "skipped", warnings(env, &r.skipped)?)?;
+            Ok(o)
+        },
+    )
+}

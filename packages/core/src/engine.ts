@@ -1,0 +1,163 @@
+/**
+ * The layer engine on real directories (Node only, native addon): apply a layer blob to a
+ * directory and create a layer from one. Work runs on libuv's pool, never the JS thread;
+ * decompression and file writes are pipelined on two threads inside the addon.
+ */
+import { randomBytes } from 'node:crypto';
+import { rename, rm } from 'node:fs/promises';
+import type { Digest } from './api.js';
+import { asStevedoreError, StevedoreError } from './errors.js';
+import { loadNativeAddon, type NativeAddon } from './native.js';
+
+export interface LayerProgress {
+  /** Applying: compressed bytes read. Creating: compressed bytes written. */
+  compressed: number;
+  /** Uncompressed tar bytes produced (applying) or written (creating). */
+  uncompressed: number;
+  entries: number;
+}
+
+export interface ApplyLayerOptions {
+  /**
+   * `overlay` (default): the layer's own diff dir, as Docker's overlay2 driver writes it
+   * (`.wh.x` → char device 0/0, opaque marker → `trusted.overlay.opaque=y`); `apply`: flatten
+   * onto an existing rootfs (whiteouts delete, opaque clears lower content); `oci`: keep
+   * `.wh.` files as they are. With `overlay`/`oci` the target must be absent or empty and is
+   * only ever seen complete; with `apply` every change is undone on error.
+   */
+  mode?: 'overlay' | 'apply' | 'oci';
+  /** Digest of the blob as read (compressed); a mismatch fails with both digests. */
+  expectedDigest?: Digest | string;
+  /** The diff_id (digest of the uncompressed tar). */
+  expectedDiffId?: Digest | string;
+  /** `user` for unprivileged `-o userxattr` overlay mounts. */
+  xattrNamespace?: 'trusted' | 'user';
+  /** Set owners from the archive (default: when running as root). */
+  preserveOwner?: boolean;
+  /** When not preserving owners, record them in `user.rootlesscontainers` (as umoci does). */
+  recordOwner?: boolean;
+  maxUncompressedBytes?: number;
+  maxRatio?: number;
+  maxEntries?: number;
+  /** Called about every `progressIntervalMs` (default 100) while the layer is applied. */
+  onProgress?: (progress: LayerProgress) => void;
+  progressIntervalMs?: number;
+}
+
+export interface LayerWarning {
+  path: string;
+  message: string;
+}
+
+export interface ApplyLayerReport {
+  /** Digest of the blob as read (compressed bytes). */
+  digest: string;
+  /** Digest of the uncompressed tar. */
+  diffId: string;
+  compressedSize: number;
+  uncompressedSize: number;
+  compression: 'tar' | 'gzip' | 'zstd';
+  entries: number;
+  /** Entries or attributes not applied (e.g. devices when not root), with the reason. */
+  skipped: LayerWarning[];
+}
+
+export interface CreateLayerOptions {
+  /** `full` (default): every entry is content; `overlay-diff`: an overlay upper/diff dir. */
+  mode?: 'full' | 'overlay-diff';
+  xattrNamespace?: 'trusted' | 'user';
+  /** Default gzip (level 6); zstd level 3. */
+  compression?: 'gzip' | 'zstd' | 'none';
+  level?: number;
+  /** Clamp mtimes to this time (seconds), like SOURCE_DATE_EPOCH; default: keep them. */
+  clampMtime?: number;
+  onProgress?: (progress: LayerProgress) => void;
+  progressIntervalMs?: number;
+}
+
+export interface CreateLayerReport {
+  /** Digest of the written blob (compressed). */
+  digest: string;
+  diffId: string;
+  compressedSize: number;
+  uncompressedSize: number;
+  entries: number;
+  skipped: LayerWarning[];
+}
+
+let addonRef: NativeAddon | undefined;
+
+/** The engine needs the addon whatever backend hashes and parses (wasm has no filesystem). */
+function addon(): NativeAddon {
+  if (addonRef) return addonRef;
+  const loaded = loadNativeAddon();
+  if ('error' in loaded) {
+    throw new StevedoreError(
+      'ERR_NATIVE_REQUIRED',
+      `applying and creating layers on disk needs the native addon: ${loaded.error}`,
+    );
+  }
+  addonRef = loaded.addon;
+  return addonRef;
+}
+
+async function withProgress<T>(
+  a: NativeAddon,
+  onProgress: ((p: LayerProgress) => void) | undefined,
+  intervalMs: number | undefined,
+  run: (progress: unknown) => Promise<T>,
+): Promise<T> {
+  if (!onProgress) return run(null);
+  const cell = a.progressCreate();
+  const timer = setInterval(() => onProgress(a.progressRead(cell)), intervalMs ?? 100);
+  try {
+    return await run(cell);
+  } finally {
+    clearInterval(timer);
+    onProgress(a.progressRead(cell));
+  }
+}
+
+/** Applies the layer blob in file `source` (gzip, zstd or tar, by magic bytes) to `target`. */
+export async function applyLayer(
+  source: string,
+  target: string,
+  options: ApplyLayerOptions = {},
+): Promise<ApplyLayerReport> {
+  const a = addon();
+  const { onProgress, progressIntervalMs, ...rest } = options;
+  const opts = {
+    ...rest,
+    expectedDigest: rest.expectedDigest?.toString(),
+    expectedDiffId: rest.expectedDiffId?.toString(),
+  };
+  try {
+    return await withProgress(a, onProgress, progressIntervalMs, (p) => a.layerApply(source, target, opts, p));
+  } catch (e) {
+    throw asStevedoreError(e);
+  }
+}
+
+/**
+ * Writes directory `source` as a deterministic layer blob to `out` (staged next to it and
+ * renamed into place only when complete).
+ */
+export async function createLayer(
+  source: string,
+  out: string,
+  options: CreateLayerOptions = {},
+): Promise<CreateLayerReport> {
+  const a = addon();
+  const { onProgress, progressIntervalMs, ...opts } = options;
+  const staging = `${out}.staging-${randomBytes(6).toString('hex')}`;
+  try {
+    const report = await withProgress(a, onProgress, progressIntervalMs, (p) =>
+      a.layerCreate(source, staging, opts, p),
+    );
+    await rename(staging, out);
+    return report;
+  } catch (e) {
+    await rm(staging, { force: true });
+    throw asStevedoreError(e);
+  }
+}
