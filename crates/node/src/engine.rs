@@ -210,8 +210,7 @@ pub fn layer_apply(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
 }
 
 fn create_options(env: Env, o: napi_value) -> JsResult<CreateOptions> {
-    let mut opts = CreateOptions::default();
-    opts.mode = match opt_string(env, o, "mode")?.as_deref() {
+    let mode = match opt_string(env, o, "mode")?.as_deref() {
         None | Some("full") => CreateMode::Full,
         Some("overlay-diff") => {
             CreateMode::OverlayDiff(namespace(opt_string(env, o, "xattrNamespace")?)?)
@@ -225,7 +224,7 @@ fn create_options(env: Env, o: napi_value) -> JsResult<CreateOptions> {
     let level = opt(env, o, "level")?
         .map(|v| env.get_f64(v, "level"))
         .transpose()?;
-    opts.compression = match opt_string(env, o, "compression")?.as_deref() {
+    let compression = match opt_string(env, o, "compression")?.as_deref() {
         None | Some("gzip") => CreateCompression::Gzip {
             level: level.unwrap_or(6.0).clamp(0.0, 9.0) as u32,
         },
@@ -239,10 +238,16 @@ fn create_options(env: Env, o: napi_value) -> JsResult<CreateOptions> {
             )))
         }
     };
-    if let Some(v) = opt(env, o, "clampMtime")? {
-        opts.mtime = MtimePolicy::Clamp(env.get_f64(v, "clampMtime")? as i64);
-    }
-    Ok(opts)
+    let mtime = match opt(env, o, "clampMtime")? {
+        Some(v) => MtimePolicy::Clamp(env.get_f64(v, "clampMtime")? as i64),
+        None => MtimePolicy::Preserve,
+    };
+    Ok(CreateOptions {
+        mode,
+        compression,
+        mtime,
+        ..CreateOptions::default()
+    })
 }
 
 /// `layerCreate(sourceDir, outFile, options, progress|null) -> Promise<CreateReport>`.
