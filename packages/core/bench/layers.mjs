@@ -17,7 +17,6 @@ import * as nodeTar from 'tar';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const work = mkdtempSync(join(process.env.STEVEDORE_BENCH_DIR ?? tmpdir(), 'stevedore-bench-layers-'));
 const results = [];
-const sha256File = (f) => `sha256:${createHash('sha256').update(readFileSync(f)).digest('hex')}`;
 
 /** Best of two runs: the first run of any tool also pays for earlier writeback. */
 async function best(fn) {
@@ -51,12 +50,10 @@ try {
   // ---- the image: three gzip layers made by our createLayer --------------------------------
   const src = [join(work, 'src0'), join(work, 'src1'), join(work, 'src2')];
   let files = 0;
-  let bytes = 0;
   const put = (dir, rel, size) => {
     mkdirSync(dirname(join(dir, rel)), { recursive: true });
     writeFileSync(join(dir, rel), content(size));
     files++;
-    bytes += size;
   };
   for (let i = 0; i < 3500; i++) put(src[0], `usr/lib/pkg${i % 50}/f${i}.so`, 40_000 + ((i * 7919) % 120_000));
   for (let i = 0; i < 2000; i++) put(src[1], `opt/app/m${i % 40}/f${i}.bin`, 20_000 + ((i * 104729) % 100_000));

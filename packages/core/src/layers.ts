@@ -2,7 +2,7 @@
  * Tar reading and the layer-stack resolver, over whichever backend is active. Shared by the
  * Node and browser entry points.
  */
-import { backend } from './api.js';
+import { backend, Hasher } from './api.js';
 import type {
   LayerIndexBackend,
   LayerStackBackend,
@@ -221,4 +221,101 @@ export class LayerStack {
   walk(): StackStat[] {
     return this.inner.walk();
   }
+}
+
+/** What scanning a layer blob found. Sizes: compressed = the blob, uncompressed = the tar. */
+export interface LayerScan {
+  /** Digest of the blob as read. */
+  digest: string;
+  /** Digest of the uncompressed tar. */
+  diffId: string;
+  compression: 'tar' | 'gzip' | 'zstd';
+  compressedSize: number;
+  uncompressedSize: number;
+  /** Every entry, with a sha256 per regular file. */
+  entries: TarListing[];
+}
+
+const MAGIC_GZIP = [0x1f, 0x8b];
+const MAGIC_ZSTD = [0x28, 0xb5, 0x2f, 0xfd];
+const startsWith = (b: Uint8Array, m: number[]) => m.every((v, i) => b[i] === v);
+
+/**
+ * Lists a layer blob from a stream and computes its digest and diff_id in one pass, with no
+ * buffering: gzip (and zstd where the platform's `DecompressionStream` has it) by magic bytes,
+ * else plain tar. Works in browsers and in Node (≥ 18). Expected digests, when given, are
+ * checked at the end (`ERR_DIGEST_MISMATCH` names both).
+ */
+export async function scanLayer(
+  source: AsyncIterable<Uint8Array> | ReadableStream<Uint8Array>,
+  expected: { digest?: string; diffId?: string } = {},
+): Promise<LayerScan> {
+  const blobHash = new Hasher('sha256');
+  const tarHash = new Hasher('sha256');
+  const reader = new TarReader({ hash: 'sha256', withData: false });
+  const entries: TarListing[] = [];
+  const onTar = (chunk: Uint8Array) => {
+    tarHash.update(chunk);
+    collectListing(reader.push(chunk), entries);
+  };
+  let compression: LayerScan['compression'] | undefined;
+  let writer: WritableStreamDefaultWriter<BufferSource> | undefined;
+  let pump: Promise<void> | undefined;
+  let pumpError: unknown;
+  const start = (first: Uint8Array) => {
+    compression = startsWith(first, MAGIC_GZIP) ? 'gzip' : startsWith(first, MAGIC_ZSTD) ? 'zstd' : 'tar';
+    if (compression === 'tar') return;
+    let ds: DecompressionStream;
+    try {
+      ds = new DecompressionStream(compression as CompressionFormat);
+    } catch {
+      throw new StevedoreError('ERR_UNSUPPORTED_COMPRESSION', `this platform cannot decompress ${compression} layers`);
+    }
+    writer = ds.writable.getWriter();
+    pump = (async () => {
+      for await (const chunk of iterate(ds.readable as ReadableStream<Uint8Array>)) onTar(chunk);
+    })().catch((e) => {
+      pumpError = e;
+      writer?.abort(e).catch(() => {});
+    });
+  };
+  try {
+    for await (const chunk of iterate(source)) {
+      if (chunk.length === 0) continue;
+      if (compression === undefined) start(chunk);
+      blobHash.update(chunk);
+      if (writer) await writer.write(chunk as Uint8Array<ArrayBuffer>);
+      else onTar(chunk);
+      if (pumpError) break;
+    }
+    if (compression === undefined) compression = 'tar';
+    if (writer && !pumpError) await writer.close();
+    await pump;
+  } catch (e) {
+    if (!pumpError) {
+      throw e instanceof StevedoreError
+        ? e
+        : new StevedoreError('ERR_DECOMPRESS', `layer ${compression ?? ''} stream: ${(e as Error).message}`, { cause: e });
+    }
+  }
+  if (pumpError) throw pumpError;
+  collectListing(reader.end(), entries);
+  const scan: LayerScan = {
+    digest: blobHash.digest().toString(),
+    diffId: '',
+    compression: compression ?? 'tar',
+    compressedSize: blobHash.size,
+    uncompressedSize: tarHash.size,
+    entries,
+  };
+  scan.diffId = tarHash.digest().toString();
+  for (const [what, want, got] of [
+    ['layer', expected.digest, scan.digest],
+    ['layer diff_id', expected.diffId, scan.diffId],
+  ] as const) {
+    if (want && want !== got) {
+      throw new StevedoreError('ERR_DIGEST_MISMATCH', `${what}: digest mismatch (expected ${want}, got ${got})`);
+    }
+  }
+  return scan;
 }

@@ -49,6 +49,10 @@ beforeAll(async () => {
       res.writeHead(200, { 'content-type': 'text/html' }).end(PAGE);
       return;
     }
+    if (url.pathname === '/fixture.tar.gz') {
+      res.writeHead(200, { 'content-type': 'application/gzip' }).end(execFileSync('gzip', ['-c'], { input: fixture }));
+      return;
+    }
     if (url.pathname === '/fixture.tar') {
       res.writeHead(200, { 'content-type': 'application/x-tar' }).end(fixture);
       return;
@@ -130,7 +134,9 @@ describe('wasm core in Chromium', () => {
       const lower = core.LayerIndex.fromEntries([{ path: 'etc/motd', type: 'file', content: 'hi' }]);
       const upper = core.LayerIndex.fromTar(new Uint8Array(await (await fetch('/fixture.tar')).arrayBuffer()));
       const stack = new core.LayerStack([lower, upper]);
+      const scan = await core.scanLayer((await fetch('/fixture.tar.gz')).body);
       return {
+        scan: { digest: scan.digest, diffId: scan.diffId, compression: scan.compression, n: scan.entries.length },
         listing: listing.map((e: { path: string; type: string; digest?: string }) => [e.path, e.type, e.digest ?? '']),
         etc: stack.readdir('etc'),
         motd: stack.resolve('etc/motd').kind,
@@ -146,6 +152,12 @@ describe('wasm core in Chromium', () => {
       `sha256:${createHash('sha256').update('stevedore\n').digest('hex')}`,
     ]);
     expect(inPage.etc).toEqual(['hostname']);
+    // The browser's DecompressionStream feeds the wasm reader: same diff_id as the tar's sha256.
+    expect(inPage.scan).toMatchObject({
+      compression: 'gzip',
+      diffId: `sha256:${createHash('sha256').update(fixture).digest('hex')}`,
+      n: native.length,
+    });
     expect(inPage.motd).toBe('whiteout');
     expect(inPage.name).toBe('etc/hostname');
     const stack = new LayerStack([

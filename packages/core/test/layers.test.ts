@@ -13,6 +13,7 @@ import {
   listTarStream,
   loadNativeBackend,
   loadWasmBackend,
+  scanLayer,
   type TarEvent,
   TarReader,
   TarWriter,
@@ -276,5 +277,54 @@ describe.each(['native', 'wasm'] as const)('tar writer on the %s backend', (kind
     ]);
     expect(b).toEqual(a);
     expect(listTar(a)[0]).toMatchObject({ path: 'é/ü', uid: 3_000_000, uname: 'someone', size: 3 });
+  });
+});
+
+describe.each(['native', 'wasm'] as const)('scanLayer on the %s backend', (kind) => {
+  beforeAll(() => {
+    useBackend(kind);
+  });
+
+  it('lists a gzip layer from a stream and computes digest and diff_id in one pass', async () => {
+    const tar = archives.pax as Uint8Array;
+    const gz = new Uint8Array(execFileSync('gzip', ['-c'], { input: tar }));
+    const stream = new ReadableStream<Uint8Array>({
+      start(c) {
+        for (let o = 0; o < gz.length; o += 777) c.enqueue(gz.slice(o, o + 777));
+        c.close();
+      },
+    });
+    const scan = await scanLayer(stream, { digest: sha256(gz), diffId: sha256(tar) });
+    expect(scan).toMatchObject({ compression: 'gzip', compressedSize: gz.length, uncompressedSize: tar.length });
+    expect(scan.entries).toEqual(listTar(tar, { hash: 'sha256' }));
+    const plain = await scanLayer(
+      (async function* () {
+        yield tar;
+      })(),
+    );
+    expect(plain).toMatchObject({ compression: 'tar', digest: sha256(tar), diffId: sha256(tar) });
+  });
+
+  it('names both digests on a mismatch and reports corrupt gzip', async () => {
+    const tar = archives.gnu as Uint8Array;
+    const gz = new Uint8Array(execFileSync('gzip', ['-c'], { input: tar }));
+    const wrong = sha256('x');
+    await expect(
+      scanLayer(
+        (async function* () {
+          yield gz;
+        })(),
+        { diffId: wrong },
+      ),
+    ).rejects.toThrow(new RegExp(`expected ${wrong}, got ${sha256(tar)}`));
+    const corrupt = gz.slice();
+    corrupt[corrupt.length - 6] ^= 0xff; // the CRC32 trailer
+    await expect(
+      scanLayer(
+        (async function* () {
+          yield corrupt;
+        })(),
+      ),
+    ).rejects.toMatchObject({ code: expect.stringMatching(/^ERR_/) });
   });
 });
