@@ -110,7 +110,7 @@ export async function listTarFile(path: string, options: { hash?: DigestAlgorith
       throw asStevedoreError(e);
     }
     const out: TarListing[] = [];
-    collectListing(decodeTarEvents(encoded, undefined), out);
+    collectListing(decodeTarEvents(encoded, undefined, [], true), out);
     return out;
   }
   try {

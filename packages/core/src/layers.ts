@@ -295,7 +295,9 @@ export async function scanLayer(
     if (!pumpError) {
       throw e instanceof StevedoreError
         ? e
-        : new StevedoreError('ERR_DECOMPRESS', `layer ${compression ?? ''} stream: ${(e as Error).message}`, { cause: e });
+        : new StevedoreError('ERR_DECOMPRESS', `layer ${compression ?? ''} stream: ${(e as Error).message}`, {
+            cause: e,
+          });
     }
   }
   if (pumpError) throw pumpError;

@@ -135,14 +135,19 @@ function nativeScanner(addon: NativeAddon, o: TarScanOptions): TarScannerBackend
   );
   return {
     push: (chunk, withData) =>
+      // The addon returns a fresh buffer per call: entries may keep views into it.
       decodeTarEvents(
         guard(() => addon.tarScannerPush(handle, chunk, withData)),
         chunk,
+        [],
+        true,
       ),
     finish: () =>
       decodeTarEvents(
         guard(() => addon.tarScannerFinish(handle)),
         undefined,
+        [],
+        true,
       ),
     toIndex: (form) => new NativeIndex(guard(() => addon.layerIndexFromScanner(handle, form))),
   };

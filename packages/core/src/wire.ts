@@ -17,7 +17,11 @@ export interface EntryRecord {
   /** Symlink target or hardlink target ('' otherwise). */
   linkName: string;
   linkNameBytes: Uint8Array;
-  /** Permission bits (including setuid/setgid/sticky), no file-type bits. */
+  /**
+   * The mode as stored: permission bits (with setuid/setgid/sticky). Some writers (Docker's
+   * commit) also store the file-type bits; use `mode & 0o7777` for the permissions. Layer-index
+   * entries never carry type bits.
+   */
   mode: number;
   uid: number;
   gid: number;
@@ -60,7 +64,14 @@ export class WireReader {
   private pos = 0;
   private readonly view: DataView;
   private readonly buf: Uint8Array;
-  constructor(source: Uint8Array) {
+  /**
+   * `owned`: the caller hands over `source` (a fresh buffer from the native addon), so byte
+   * fields can be views into it; otherwise (wasm memory, reused by the next call) they are copies.
+   */
+  constructor(
+    source: Uint8Array,
+    private readonly owned = false,
+  ) {
     // A plain Uint8Array view, so copies are plain too (a Node Buffer's would be Buffers).
     this.buf = new Uint8Array(source.buffer, source.byteOffset, source.byteLength);
     this.view = new DataView(source.buffer, source.byteOffset, source.byteLength);
@@ -92,8 +103,7 @@ export class WireReader {
   }
   bytes(): Uint8Array {
     const n = this.u32();
-    // A copy: wasm memory is reused by the next call.
-    const b = this.buf.slice(this.pos, this.pos + n);
+    const b = this.owned ? this.buf.subarray(this.pos, this.pos + n) : this.buf.slice(this.pos, this.pos + n);
     this.pos += n;
     return b;
   }
@@ -155,8 +165,13 @@ export type TarEvent =
   | { type: 'end' };
 
 /** Decodes scanner events; data offsets are relative to `chunk`. */
-export function decodeTarEvents(buf: Uint8Array, chunk: Uint8Array | undefined, into: TarEvent[] = []): TarEvent[] {
-  const r = new WireReader(buf);
+export function decodeTarEvents(
+  buf: Uint8Array,
+  chunk: Uint8Array | undefined,
+  into: TarEvent[] = [],
+  owned = false,
+): TarEvent[] {
+  const r = new WireReader(buf, owned);
   while (!r.done) {
     const tag = r.u8();
     if (tag === 1) into.push({ type: 'entry', header: r.entry() });
