@@ -2,5 +2,13 @@ import { defineConfig } from 'vitest/config';
 import { reporters } from '../../tools/vitest-shared.mjs';
 
 export default defineConfig({
-  test: { include: ['test/**/*.test.ts'], testTimeout: 120_000, reporters: reporters('cli') },
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 120_000,
+    hookTimeout: 240_000,
+    // Real daemons (registry, dockerd): one file at a time, a process per file.
+    fileParallelism: false,
+    pool: 'forks',
+    reporters: reporters('cli'),
+  },
 });

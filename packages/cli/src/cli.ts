@@ -1,7 +1,12 @@
 import { backendKind, type DigestAlgorithm, StevedoreError } from '@stevedore/core';
 import { Command, CommanderError, Option } from 'commander';
+import { loginCommand, logoutCommand } from './commands/auth.js';
+import { collect, errorLine, type RegistryOpts } from './commands/common.js';
+import { copyCommand } from './commands/copy.js';
 import { demoCommand } from './commands/demo.js';
 import { digestCommand } from './commands/digest.js';
+import { historyCommand, inspectCommand } from './commands/inspect.js';
+import { blobCommand, catalogCommand, manifestCommand, tagsCommand } from './commands/remote.js';
 import { makeOutput, style } from './output.js';
 
 /** Exit codes: 0 ok, 1 the operation failed, 2 the command line was wrong. */
@@ -23,6 +28,137 @@ function program(): Command {
     .addOption(new Option('-a, --algorithm <alg>', 'digest algorithm').choices(['sha256', 'sha512']).default('sha256'))
     .addHelpText('after', '\nExamples:\n  stevedore digest layer.tar.gz\n  cat blob | stevedore digest --json -')
     .action((files: string[], o: { algorithm: DigestAlgorithm }) => digestCommand(files, o.algorithm, out()));
+
+  const examples = (...lines: string[]) => `\nExamples:\n${lines.map((l) => `  ${l}`).join('\n')}`;
+  const insecure = () =>
+    new Option('--insecure-registry <host>', 'allow plain HTTP / unverified TLS for HOST[:PORT] (repeatable)')
+      .argParser(collect)
+      .default(undefined);
+  const platform = () => new Option('--platform <os/arch[/variant]>', 'which image of a multi-platform index');
+  const transports =
+    '\nLocations: docker://REF (or a bare REF), docker-archive:PATH[:REF], oci:PATH[:TAG], oci-archive:PATH[:TAG]' +
+    '\nEnvironment: DOCKER_CONFIG (credentials), STEVEDORE_BACKEND (native|wasm)';
+
+  p.command('copy')
+    .description('copy an image between registries, docker-archives and OCI layouts (like skopeo copy)')
+    .argument('<src>', 'where the image is')
+    .argument('<dst>', 'where it goes')
+    .addOption(platform())
+    .addOption(insecure())
+    .addHelpText(
+      'after',
+      transports +
+        examples(
+          'stevedore copy docker://localhost:5000/app:1 oci:./layout:1',
+          'stevedore copy oci:./layout:1 docker://registry.lan/app:1 --insecure-registry registry.lan',
+          'docker save app:1 -o app.tar && stevedore copy docker-archive:app.tar oci-archive:app-oci.tar',
+          'stevedore copy --platform linux/arm64 docker://ghcr.io/org/app:1 docker-archive:app.tar:app:1',
+        ),
+    )
+    .action((src: string, dst: string, o: RegistryOpts) => copyCommand(src, dst, o, out()));
+
+  p.command('inspect')
+    .description('show an image: digest, ID, tags, created, platform, config, rootfs and layers')
+    .argument('<src>', 'an image location (docker://REF, oci:PATH[:TAG], …)')
+    .addOption(platform())
+    .addOption(insecure())
+    .option('--no-tags', "don't list the repository's tags (docker:// only)")
+    .addHelpText(
+      'after',
+      transports +
+        examples(
+          'stevedore inspect docker://localhost:5000/app:1',
+          'stevedore inspect --json oci:./layout:1 | jq .Config.Cmd',
+          'stevedore inspect docker-archive:app.tar',
+        ),
+    )
+    .action((src: string, o: RegistryOpts & { tags?: boolean }) => inspectCommand(src, o, out()));
+
+  p.command('history')
+    .description("show an image's history: the step that made each layer, and its size")
+    .argument('<src>', 'an image location (docker://REF, oci:PATH[:TAG], …)')
+    .addOption(platform())
+    .addOption(insecure())
+    .option('--no-trunc', "don't truncate the output")
+    .addHelpText(
+      'after',
+      transports +
+        examples('stevedore history docker://localhost:5000/app:1', 'stevedore history --json oci:./layout:1'),
+    )
+    .action((src: string, o: RegistryOpts & { trunc?: boolean }) =>
+      historyCommand(src, { ...o, noTrunc: o.trunc === false }, out()),
+    );
+
+  p.command('manifest')
+    .description("print an image's manifest (or index) exactly as the registry serves it")
+    .argument('<ref>', 'an image reference')
+    .addOption(platform())
+    .addOption(insecure())
+    .addHelpText(
+      'after',
+      examples(
+        'stevedore manifest localhost:5000/app:1',
+        'stevedore manifest --platform linux/arm64 ghcr.io/org/app:1 | stevedore digest',
+        'stevedore manifest --json localhost:5000/app@sha256:…',
+      ),
+    )
+    .action((ref: string, o: RegistryOpts) => manifestCommand(ref, o, out()));
+
+  p.command('blob')
+    .description('print a blob (layer or config) from a registry, verified against its digest')
+    .argument('<repo>', 'REPO@DIGEST, or REPO with the digest as the second argument')
+    .argument('[digest]', 'the blob digest')
+    .option('-o, --output <file>', 'write the blob to FILE (only once verified) instead of stdout')
+    .addOption(insecure())
+    .addHelpText(
+      'after',
+      examples(
+        'stevedore blob localhost:5000/app@sha256:… > config.json',
+        'stevedore blob localhost:5000/app sha256:… -o layer.tar.gz',
+      ),
+    )
+    .action((repo: string, digest: string | undefined, o: RegistryOpts & { output?: string }) =>
+      blobCommand(repo, digest, o, out()),
+    );
+
+  p.command('tags')
+    .description('list the tags of a repository (every page)')
+    .argument('<repo>', 'a repository, e.g. localhost:5000/app')
+    .option('--page-size <n>', 'tags per request (every page is fetched)')
+    .addOption(insecure())
+    .addHelpText('after', examples('stevedore tags localhost:5000/app', 'stevedore tags --json ghcr.io/org/app'))
+    .action((repo: string, o: RegistryOpts & { pageSize?: string }) => tagsCommand(repo, o, out()));
+
+  p.command('catalog')
+    .description('list the repositories of a registry (/v2/_catalog, every page)')
+    .argument('<registry>', 'HOST[:PORT]')
+    .option('--page-size <n>', 'repositories per request (every page is fetched)')
+    .addOption(insecure())
+    .addHelpText('after', examples('stevedore catalog localhost:5000', 'stevedore catalog --json registry.lan:5000'))
+    .action((registry: string, o: RegistryOpts & { pageSize?: string }) => catalogCommand(registry, o, out()));
+
+  p.command('login')
+    .description("check credentials against a registry and store them in docker's config.json")
+    .argument('<registry>', 'HOST[:PORT] (docker.io for Docker Hub)')
+    .option('-u, --username <user>', 'user name')
+    .option('-p, --password <password>', 'password (insecure: prefer --password-stdin)')
+    .option('--password-stdin', 'read the password from stdin')
+    .addOption(insecure())
+    .addHelpText(
+      'after',
+      '\nCredentials go to $DOCKER_CONFIG/config.json (default ~/.docker/config.json), or its credential helper.' +
+        examples(
+          'echo "$TOKEN" | stevedore login ghcr.io -u me --password-stdin',
+          'stevedore login localhost:5000 -u admin --password-stdin < password.txt',
+        ),
+    )
+    .action((registry: string, o) => loginCommand(registry, o, out()));
+
+  p.command('logout')
+    .description("remove a registry's credentials from docker's config.json")
+    .argument('<registry>', 'HOST[:PORT]')
+    .addHelpText('after', examples('stevedore logout ghcr.io'))
+    .action((registry: string) => logoutCommand(registry, out()));
 
   p.command('demo')
     .description('a self-contained tour on an embedded default (no network)')
@@ -53,8 +189,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`stevedore: ${e.message}\n`);
       return EXIT.usage;
     }
-    const message = e instanceof Error ? e.message : String(e);
-    process.stderr.write(`${style.red('stevedore:')} ${message}\n`);
+    process.stderr.write(`${style.red('stevedore:')} ${errorLine(e)}\n`);
     return EXIT.error;
   }
 }

@@ -337,7 +337,9 @@ export class OciLayout {
     await this.putBlob(image.manifest.config.digest, image.manifest.config.size, async function* () {
       yield image.rawConfig;
     });
-    for (const l of image.layers) await this.putBlob(l.digest, l.size, () => l.compressed());
+    // Layers are independent: fetch/verify/store them in parallel (a remote source bounds its
+    // own connections).
+    await Promise.all(image.layers.map((l) => this.putBlob(l.digest, l.size, () => l.compressed())));
     const { raw, mediaType } = ociManifestBytes(image, options);
     const digest = sha256(raw);
     await this.putBlob(digest, raw.length, async function* () {

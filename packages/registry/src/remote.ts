@@ -191,13 +191,16 @@ export async function pushImage(
     },
     o,
   );
-  for (const l of image.layers) {
-    const mountFrom =
-      l instanceof RemoteLayer && l.repo.registry === ref.registry && l.repo.repository !== ref.repository
-        ? l.repo.repository
-        : undefined;
-    await client.pushBlob(ref, l.digest, l.size, () => l.compressed(), { ...o, ...(mountFrom ? { mountFrom } : {}) });
-  }
+  // Layers go up in parallel (the client's per-registry limit bounds the connections).
+  await Promise.all(
+    image.layers.map((l) => {
+      const mountFrom =
+        l instanceof RemoteLayer && l.repo.registry === ref.registry && l.repo.repository !== ref.repository
+          ? l.repo.repository
+          : undefined;
+      return client.pushBlob(ref, l.digest, l.size, () => l.compressed(), { ...o, ...(mountFrom ? { mountFrom } : {}) });
+    }),
+  );
   return pushManifestTo(client, ref, image.rawManifest, image.manifest.mediaType, o);
 }
 
