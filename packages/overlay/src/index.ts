@@ -1,0 +1,37 @@
+/**
+ * @stevedore/overlay: an image store laid out as Docker's overlay2 driver (`overlay2/`,
+ * `image/overlay2/{imagedb,layerdb,repositories.json}`) plus a content store of the original
+ * blobs; loading from docker-archives, OCI layouts and registries; kernel overlay mounts built
+ * from short links; and a userspace merged view over the same diff dirs.
+ */
+export { directorySize, shortLinkId } from './fsutil.js';
+export { type CommitOptions, commit, fsck, prune, rmi, storedImage } from './lifecycle.js';
+export { pidAlive, withLock } from './lock.js';
+export {
+  type ActiveMount,
+  listMounts,
+  type MountInfo,
+  type MountOptions,
+  mount,
+  overlaySupported,
+  storeMounts,
+  umount,
+} from './mount.js';
+export {
+  defaultRoot,
+  type LoadOptions,
+  type LoadResult,
+  Store,
+  type StoredImage,
+  type StoredLayer,
+  type StoreOptions,
+} from './store.js';
+export {
+  exportImage,
+  MergedView,
+  overlayXattrs,
+  toLayerEntry,
+  unpack,
+  type WalkedEntry,
+  walkDiffDir,
+} from './view.js';

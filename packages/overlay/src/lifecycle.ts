@@ -1,0 +1,313 @@
+/**
+ * Image lifecycle on the store: a stored image as an `Image` (for save/push with the original
+ * digests), `commit` of a container layer, `rmi`, `prune` and `fsck`.
+ */
+import { createReadStream } from 'node:fs';
+import { mkdtemp, readdir, readFile, readlink, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { createGunzip } from 'node:zlib';
+import { createLayer, Digest, Hasher, hashFile, StevedoreError, sha256 } from '@stevedore/core';
+import {
+  chainIds,
+  DOCKER_LAYER_GZIP,
+  DOCKER_MANIFEST,
+  type Image,
+  type Layer,
+  layerCompression,
+  OCI_LAYER_GZIP,
+  parseConfig,
+  parseImageManifest,
+  parseReference,
+} from '@stevedore/image';
+import { exists, writeFileAtomic } from './fsutil.js';
+import { withLock } from './lock.js';
+import type { LoadResult, Store } from './store.js';
+
+async function* verified(file: string, digest: Digest, size: number): AsyncIterable<Uint8Array> {
+  const h = new Hasher(digest.algorithm);
+  let n = 0;
+  for await (const c of createReadStream(file, { highWaterMark: 1 << 20 })) {
+    h.update(c as Buffer);
+    n += (c as Buffer).length;
+    yield c as Buffer;
+  }
+  if (n !== size)
+    throw new StevedoreError('ERR_SIZE_MISMATCH', `blob ${digest}: size mismatch (expected ${size}, got ${n})`);
+  h.digest().verify(digest, `blob ${digest}`);
+}
+
+/**
+ * A stored image as an `Image` whose manifest, config and layer blobs are the bytes it was
+ * stored from (so `copyImage` to a registry or archive gives back the same digests).
+ */
+export async function storedImage(store: Store, nameOrId: string): Promise<Image> {
+  const img = await store.image(nameOrId);
+  if (!img.manifestDigest) throw new StevedoreError('ERR_BLOB_NOT_FOUND', `image ${img.id}: no manifest stored`);
+  const rawManifest = new Uint8Array(await readFile(store.blobPath(img.manifestDigest)));
+  sha256(rawManifest).verify(img.manifestDigest, `manifest ${img.manifestDigest}`);
+  const manifest = parseImageManifest(rawManifest);
+  const diffIds = img.config.rootfs.diff_ids;
+  const layers: Layer[] = manifest.layers.map((d, i) => {
+    const file = store.blobPath(d.digest);
+    const diffId = diffIds[i]!;
+    return {
+      digest: d.digest,
+      diffId,
+      size: d.size,
+      mediaType: d.mediaType,
+      compressed: () => verified(file, d.digest, d.size),
+      async *uncompressed() {
+        const c = layerCompression(d.mediaType) ?? 'none';
+        if (c !== 'none' && c !== 'gzip') {
+          throw new StevedoreError('ERR_UNSUPPORTED', `layer ${d.digest}: ${c} decompression is not supported here`);
+        }
+        const h = new Hasher(diffId.algorithm);
+        const src = c === 'gzip' ? createReadStream(file).pipe(createGunzip()) : createReadStream(file);
+        for await (const chunk of src) {
+          h.update(chunk as Buffer);
+          yield chunk as Buffer;
+        }
+        h.digest().verify(diffId, `layer ${d.digest}: diff_id`);
+      },
+    };
+  });
+  return { digest: img.manifestDigest, manifest, rawManifest, config: img.config, rawConfig: img.rawConfig, layers };
+}
+
+export interface CommitOptions {
+  tags?: string[];
+  /** `created_by` of the history entry (default `stevedore commit`). */
+  createdBy?: string;
+  comment?: string;
+  /** Seconds since the epoch for `created` (default now). */
+  created?: number;
+}
+
+/**
+ * Commits a container layer (`overlay2/<layerId>/diff`, from a writable mount over `image`) as a
+ * new image: the upper dir → `createLayer(…, {mode: 'overlay-diff'})` (gzip), config with the
+ * new diff_id and a history entry, manifest with the new layer, loaded and tagged. The upper
+ * dir alone is the diff only when mounted with redirect_dir and metacopy off (our default).
+ */
+export async function commit(
+  store: Store,
+  image: string,
+  layerId: string,
+  options: CommitOptions = {},
+): Promise<LoadResult> {
+  const base = await storedImage(store, image);
+  const upper = path.join(store.overlayDir, layerId, 'diff');
+  if (!/^[a-f0-9]{64}$/.test(layerId) || !(await exists(upper))) {
+    throw new StevedoreError('ERR_LAYER_NOT_FOUND', `container layer ${layerId} not found`);
+  }
+  const tmp = await mkdtemp(path.join(store.tmpDir, `${process.pid}-commit-`));
+  try {
+    const blob = path.join(tmp, 'layer.tar.gz');
+    const made = await createLayer(upper, blob, { mode: 'overlay-diff', compression: 'gzip' });
+    const digest = Digest.parse(made.digest);
+    const diffId = Digest.parse(made.diffId);
+    await store.putBlob(digest, made.compressedSize, createReadStream(blob));
+    const docker = base.manifest.mediaType === DOCKER_MANIFEST;
+    const created = new Date((options.created ?? Date.now() / 1000) * 1000).toISOString();
+    const cfg = JSON.parse(new TextDecoder().decode(base.rawConfig)) as Record<string, unknown> & {
+      rootfs: { diff_ids: string[] };
+      history?: unknown[];
+    };
+    cfg.rootfs.diff_ids = [...cfg.rootfs.diff_ids, diffId.toString()];
+    cfg.history = [
+      ...(cfg.history ?? []),
+      {
+        created,
+        created_by: options.createdBy ?? 'stevedore commit',
+        ...(options.comment ? { comment: options.comment } : {}),
+      },
+    ];
+    cfg.created = created;
+    const rawConfig = new TextEncoder().encode(JSON.stringify(cfg));
+    const m = JSON.parse(new TextDecoder().decode(base.rawManifest)) as {
+      config: { digest: string; size: number };
+      layers: unknown[];
+    };
+    m.config = { ...m.config, digest: sha256(rawConfig).toString(), size: rawConfig.length };
+    m.layers = [
+      ...m.layers,
+      { mediaType: docker ? DOCKER_LAYER_GZIP : OCI_LAYER_GZIP, digest: digest.toString(), size: made.compressedSize },
+    ];
+    const rawManifest = new TextEncoder().encode(JSON.stringify(m));
+    const newLayer: Layer = {
+      digest,
+      diffId,
+      size: made.compressedSize,
+      mediaType: docker ? DOCKER_LAYER_GZIP : OCI_LAYER_GZIP,
+      compressed: () => verified(store.blobPath(digest), digest, made.compressedSize),
+      uncompressed: () => {
+        throw new StevedoreError('ERR_UNSUPPORTED', 'not needed');
+      },
+    };
+    const img: Image = {
+      digest: sha256(rawManifest),
+      manifest: parseImageManifest(rawManifest),
+      rawManifest,
+      config: parseConfig(rawConfig),
+      rawConfig,
+      layers: [...base.layers, newLayer],
+    };
+    return await store.loadImage(img, { tags: options.tags ?? [] });
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+/** Image ids and the chain IDs they use, from imagedb. */
+async function usedChains(store: Store): Promise<Set<string>> {
+  const used = new Set<string>();
+  for (const id of await store.imageIds()) {
+    const raw = new Uint8Array(await readFile(path.join(store.imagedb, 'content', 'sha256', id.hex)));
+    for (const c of chainIds(parseConfig(raw).rootfs.diff_ids)) used.add(c.hex);
+  }
+  return used;
+}
+
+/**
+ * Removes a tag (or every tag of an image id); when no tag is left the image is deleted and its
+ * layers are released (those no other image uses). Returns the removed image ids and chain IDs.
+ */
+export async function rmi(
+  store: Store,
+  nameOrId: string,
+): Promise<{ untagged: string[]; deleted: string[]; layers: string[] }> {
+  const id = await store.resolveImageId(nameOrId);
+  const untagged: string[] = [];
+  const deleted: string[] = [];
+  const layers: string[] = [];
+  await withLock(store.lockFile, async () => {
+    const repos = await store.readRepositories();
+    const isId = /^(sha256:)?[a-f0-9]{12,64}$/.test(nameOrId);
+    let key: string | undefined;
+    if (!isId) {
+      const ref = parseReference(nameOrId);
+      key = ref.digest ? `${ref.familiarName()}@${ref.digest}` : `${ref.familiarName()}:${ref.tag ?? 'latest'}`;
+    }
+    for (const [name, entries] of Object.entries(repos.Repositories)) {
+      for (const [k, v] of Object.entries(entries)) {
+        if (v !== id.toString()) continue;
+        if (isId || k === key) {
+          delete entries[k];
+          untagged.push(k);
+        }
+      }
+      if (Object.keys(entries).length === 0) delete repos.Repositories[name];
+    }
+    const stillTagged = Object.values(repos.Repositories).some((e) => Object.values(e).includes(id.toString()));
+    await writeFileAtomic(path.join(store.imageRoot, 'repositories.json'), JSON.stringify(repos));
+    if (stillTagged) return;
+    const raw = new Uint8Array(await readFile(path.join(store.imagedb, 'content', 'sha256', id.hex)));
+    const chains = chainIds(parseConfig(raw).rootfs.diff_ids);
+    await rm(path.join(store.imagedb, 'content', 'sha256', id.hex), { force: true });
+    await rm(path.join(store.imagedb, 'metadata', 'sha256', id.hex), { recursive: true, force: true });
+    await rm(path.join(store.root, 'content', 'images', 'sha256', id.hex), { force: true });
+    deleted.push(id.toString());
+    const used = await usedChains(store);
+    const containerLowers = await containerLowerLinks(store);
+    for (const c of [...chains].reverse()) {
+      if (used.has(c.hex)) break; // a shared prefix: everything below is used too
+      const l = await store.layer(c);
+      if (!l) continue;
+      if (containerLowers.has(l.link)) break; // a container layer still sits on it
+      // Hide the layerdb entry first (rename), then delete the data.
+      const gone = path.join(store.layerdb, 'tmp', `${process.pid}-remove-${c.hex}`);
+      await rename(path.join(store.layerdb, 'sha256', c.hex), gone);
+      await store.removeLayerDir(l.cacheId);
+      await rm(gone, { recursive: true, force: true });
+      layers.push(c.toString());
+    }
+  });
+  return { untagged, deleted, layers };
+}
+
+/** Short links that container layers (overlay2 dirs not in layerdb) sit on. */
+async function containerLowerLinks(store: Store): Promise<Set<string>> {
+  const known = new Set<string>();
+  for (const c of await readdir(path.join(store.layerdb, 'sha256'))) {
+    const id = (await readFile(path.join(store.layerdb, 'sha256', c, 'cache-id'), 'utf8').catch(() => '')).trim();
+    known.add(id);
+  }
+  const out = new Set<string>();
+  for (const d of await readdir(store.overlayDir)) {
+    if (d === 'l' || known.has(d)) continue;
+    const lower = (await readFile(path.join(store.overlayDir, d, 'lower'), 'utf8').catch(() => '')).trim();
+    for (const l of lower.split(':')) if (l) out.add(l.replace(/^l\//, ''));
+  }
+  return out;
+}
+
+/** Removes content blobs no stored image references. Returns the removed digests. */
+export async function prune(store: Store): Promise<string[]> {
+  const removed: string[] = [];
+  await withLock(store.lockFile, async () => {
+    const keep = new Set<string>();
+    for (const id of await store.imageIds()) {
+      keep.add(id.hex);
+      const img = await store.image(id);
+      if (!img.manifestDigest) continue;
+      keep.add(img.manifestDigest.hex);
+      for (const b of await store.layerBlobs(img)) keep.add(b.digest.hex);
+    }
+    for (const hex of await readdir(store.blobDir)) {
+      if (keep.has(hex)) continue;
+      await rm(path.join(store.blobDir, hex), { force: true });
+      removed.push(`sha256:${hex}`);
+    }
+  });
+  return removed;
+}
+
+/** Checks the store: layerdb ↔ overlay2 dirs, short links, lower chains, configs and blobs. */
+export async function fsck(store: Store): Promise<string[]> {
+  const problems: string[] = [];
+  const cacheIds = new Set<string>();
+  for (const c of await readdir(path.join(store.layerdb, 'sha256'))) {
+    const chain = Digest.parse(`sha256:${c}`);
+    let l: Awaited<ReturnType<Store['layer']>>;
+    try {
+      l = await store.layer(chain);
+    } catch (e) {
+      problems.push(`layer ${chain}: ${(e as Error).message}`);
+      continue;
+    }
+    if (!l) {
+      problems.push(`layer ${chain}: unreadable layerdb entry`);
+      continue;
+    }
+    cacheIds.add(l.cacheId);
+    if (!(await exists(l.diffDir))) problems.push(`layer ${chain}: ${l.diffDir} missing`);
+    const target = await readlink(path.join(store.linkDir, l.link)).catch(() => '');
+    if (target !== `../${l.cacheId}/diff`)
+      problems.push(`layer ${chain}: short link l/${l.link} → ${target || 'missing'}`);
+    if (l.parent) {
+      const p = await store.layer(l.parent);
+      if (!p) problems.push(`layer ${chain}: parent ${l.parent} missing`);
+      else {
+        const want = await store.lowerChain(p.dir);
+        const got = (await readFile(path.join(l.dir, 'lower'), 'utf8').catch(() => '')).trim();
+        if (want !== got) problems.push(`layer ${chain}: lower is ${got || 'missing'}, expected ${want}`);
+      }
+    }
+  }
+  for (const id of await store.imageIds()) {
+    try {
+      await store.image(id);
+    } catch (e) {
+      problems.push(`image ${id}: ${(e as Error).message}`);
+    }
+  }
+  for (const hex of await readdir(store.blobDir)) {
+    const { digest } = await hashFile(path.join(store.blobDir, hex));
+    if (digest.hex !== hex) problems.push(`blob sha256:${hex}: content hashes to ${digest}`);
+  }
+  for (const link of await readdir(store.linkDir)) {
+    const target = await readlink(path.join(store.linkDir, link)).catch(() => '');
+    if (!(await exists(path.join(store.linkDir, target)))) problems.push(`short link l/${link} → ${target}: dangling`);
+  }
+  return problems;
+}

@@ -1,0 +1,565 @@
+/**
+ * An image store laid out as Docker's overlay2 driver lays out `/var/lib/docker`:
+ *
+ * ```
+ * <root>/overlay2/<cache-id>/{diff,link,lower,work}   one dir per layer (lower/work above the base)
+ * <root>/overlay2/l/<26-char id> -> ../<cache-id>/diff
+ * <root>/image/overlay2/imagedb/content/sha256/<image id>         the config bytes
+ * <root>/image/overlay2/imagedb/metadata/sha256/<image id>/lastUpdated
+ * <root>/image/overlay2/layerdb/sha256/<chain id>/{diff,size,cache-id,parent}
+ * <root>/image/overlay2/repositories.json
+ * <root>/content/blobs/sha256/<hex>      original blobs, manifests and configs (save/push)
+ * <root>/content/images/sha256/<image id>  the manifest digest an image was stored from
+ * <root>/tmp/<pid>-<rand>                staging (removed by the next open when <pid> is dead)
+ * ```
+ *
+ * Layers are shared by chain ID. Every write is staged and renamed into place; layerdb,
+ * imagedb and repositories.json are updated under one lock file (`<root>/lock`).
+ */
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { chmod, mkdir, readdir, readFile, readlink, rename, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { applyLayer, Digest, hashFile, StevedoreError, sha256 } from '@stevedore/core';
+import {
+  chainIds,
+  DockerArchive,
+  type Image,
+  OciLayoutReader,
+  parseConfig,
+  parseImageManifest,
+  parseReference,
+  type Reference,
+} from '@stevedore/image';
+import { directorySize, exists, mkdirp, randomId, shortLinkId, symlinkAtomic, writeFileAtomic } from './fsutil.js';
+import { pidAlive, withLock } from './lock.js';
+
+export interface StoreOptions {
+  /** Data root. Default: `STEVEDORE_ROOT`, else `/var/lib/stevedore` as root, else `~/.local/share/stevedore`. */
+  root?: string;
+  /** Layers applied at once while loading (default 4). */
+  concurrency?: number;
+}
+
+/** One layer as stored (layerdb entry + its overlay2 dir). */
+export interface StoredLayer {
+  chainId: Digest;
+  diffId: Digest;
+  parent: Digest | undefined;
+  cacheId: string;
+  /** Docker's `size`: bytes of the diff dir (non-directories, each inode once). */
+  size: number;
+  /** The 26-character short link name under `overlay2/l/`. */
+  link: string;
+  /** `overlay2/<cache-id>` (absolute). */
+  dir: string;
+  diffDir: string;
+}
+
+export interface StoredImage {
+  id: Digest;
+  config: ReturnType<typeof parseConfig>;
+  rawConfig: Uint8Array;
+  /** Base first. */
+  layers: StoredLayer[];
+  /** Digest of the manifest it was stored from (when known). */
+  manifestDigest: Digest | undefined;
+}
+
+export interface LoadResult {
+  imageId: Digest;
+  chainIds: Digest[];
+  /** Repositories.json keys written (e.g. `nginx:latest`, `nginx@sha256:…`). */
+  refs: string[];
+  /** Layers this call applied (the others were there already). */
+  applied: number;
+}
+
+export interface LoadOptions {
+  /** References to tag (familiar or full). */
+  tags?: (string | Reference)[];
+  /** Also record `name@<manifest digest>` for each tag's repository (as `docker pull` does). */
+  digestRefs?: boolean;
+  onLayer?: (event: { diffId: Digest; state: 'exists' | 'applying' | 'applied' }) => void;
+  /**
+   * The repository the blobs came from (full name, e.g. `docker.io/library/nginx`): records
+   * Docker's `distribution/diffid-by-digest` and `v2metadata-by-diffid` as `docker pull` does.
+   */
+  sourceRepository?: string;
+}
+
+const HEX64 = /^[a-f0-9]{64}$/;
+
+export function defaultRoot(): string {
+  if (process.env.STEVEDORE_ROOT) return path.resolve(process.env.STEVEDORE_ROOT);
+  if (process.getuid?.() === 0) return '/var/lib/stevedore';
+  return path.join(os.homedir(), '.local', 'share', 'stevedore');
+}
+
+interface Staged {
+  index: number;
+  stage: string;
+  size: number;
+}
+
+export class Store {
+  readonly overlayDir: string;
+  readonly linkDir: string;
+  readonly imageRoot: string;
+  readonly layerdb: string;
+  readonly imagedb: string;
+  readonly blobDir: string;
+  readonly tmpDir: string;
+  readonly lockFile: string;
+  readonly concurrency: number;
+
+  private constructor(
+    readonly root: string,
+    options: StoreOptions,
+  ) {
+    this.overlayDir = path.join(root, 'overlay2');
+    this.linkDir = path.join(this.overlayDir, 'l');
+    this.imageRoot = path.join(root, 'image', 'overlay2');
+    this.layerdb = path.join(this.imageRoot, 'layerdb');
+    this.imagedb = path.join(this.imageRoot, 'imagedb');
+    this.blobDir = path.join(root, 'content', 'blobs', 'sha256');
+    this.tmpDir = path.join(root, 'tmp');
+    this.lockFile = path.join(root, 'lock');
+    this.concurrency = options.concurrency ?? 4;
+  }
+
+  /** Opens (creating) a store; removes staging left by dead processes. */
+  static async open(options: StoreOptions = {}): Promise<Store> {
+    const root = path.resolve(options.root ?? defaultRoot());
+    const s = new Store(root, options);
+    await mkdirp(root);
+    await chmod(root, 0o700);
+    for (const d of [
+      s.linkDir,
+      path.join(s.layerdb, 'sha256'),
+      path.join(s.layerdb, 'tmp'),
+      path.join(s.imagedb, 'content', 'sha256'),
+      path.join(s.imagedb, 'metadata', 'sha256'),
+      s.blobDir,
+      path.join(root, 'content', 'ingest'),
+      path.join(root, 'content', 'images', 'sha256'),
+      s.tmpDir,
+    ]) {
+      await mkdirp(d);
+    }
+    await s.cleanStaging();
+    return s;
+  }
+
+  /** Removes staging dirs and ingest files whose owner pid is dead. Returns what it removed. */
+  async cleanStaging(): Promise<string[]> {
+    const removed: string[] = [];
+    for (const dir of [this.tmpDir, path.join(this.root, 'content', 'ingest'), path.join(this.layerdb, 'tmp')]) {
+      for (const name of await readdir(dir).catch(() => [] as string[])) {
+        const pid = Number.parseInt(name.split('-')[0] ?? '', 10);
+        if (pidAlive(pid)) continue;
+        await rm(path.join(dir, name), { recursive: true, force: true });
+        removed.push(path.join(dir, name));
+      }
+    }
+    return removed;
+  }
+
+  private stagingName(): string {
+    return `${process.pid}-${randomBytes(8).toString('hex')}`;
+  }
+
+  blobPath(d: Digest | string): string {
+    const digest = typeof d === 'string' ? Digest.parse(d) : d;
+    if (digest.algorithm !== 'sha256') throw new StevedoreError('ERR_UNSUPPORTED', `blob ${digest}: only sha256`);
+    return path.join(this.blobDir, digest.hex);
+  }
+
+  async hasBlob(d: Digest): Promise<boolean> {
+    return exists(this.blobPath(d));
+  }
+
+  /** Stores a blob from a stream: ingest file, verify size and digest, fsync, rename. Idempotent. */
+  async putBlob(d: Digest, size: number | undefined, source: AsyncIterable<Uint8Array> | Uint8Array): Promise<string> {
+    const final = this.blobPath(d);
+    if (await exists(final)) return final;
+    const ingest = path.join(this.root, 'content', 'ingest', this.stagingName());
+    try {
+      if (source instanceof Uint8Array) await writeFileAtomic(ingest, source);
+      else await pipeline(source, createWriteStream(ingest, { mode: 0o600 }));
+      const got = await hashFile(ingest);
+      if (size !== undefined && got.size !== size) {
+        throw new StevedoreError('ERR_SIZE_MISMATCH', `blob ${d}: size mismatch (expected ${size}, got ${got.size})`);
+      }
+      got.digest.verify(d, `blob ${d}`);
+      await rename(ingest, final);
+      return final;
+    } finally {
+      await rm(ingest, { force: true });
+    }
+  }
+
+  // ---- layerdb -------------------------------------------------------------------------------
+
+  private layerDir(chain: Digest): string {
+    return path.join(this.layerdb, chain.algorithm, chain.hex);
+  }
+
+  /** The stored layer for a chain ID, or undefined. */
+  async layer(chain: Digest): Promise<StoredLayer | undefined> {
+    const dir = this.layerDir(chain);
+    let cacheId: string;
+    try {
+      cacheId = (await readFile(path.join(dir, 'cache-id'), 'utf8')).trim();
+    } catch {
+      return undefined;
+    }
+    if (!HEX64.test(cacheId)) throw new StevedoreError('ERR_STORE_CORRUPT', `layer ${chain}: bad cache-id`);
+    const diffId = Digest.parse((await readFile(path.join(dir, 'diff'), 'utf8')).trim());
+    const parentText = (await readFile(path.join(dir, 'parent'), 'utf8').catch(() => '')).trim();
+    const size = Number.parseInt((await readFile(path.join(dir, 'size'), 'utf8')).trim(), 10);
+    const ldir = path.join(this.overlayDir, cacheId);
+    const link = (await readFile(path.join(ldir, 'link'), 'utf8')).trim();
+    return {
+      chainId: chain,
+      diffId,
+      parent: parentText ? Digest.parse(parentText) : undefined,
+      cacheId,
+      size,
+      link,
+      dir: ldir,
+      diffDir: path.join(ldir, 'diff'),
+    };
+  }
+
+  /** `l/<link>:l/<link>…` of a layer dir, itself first (what goes into a child's `lower`). */
+  async lowerChain(layerDir: string): Promise<string> {
+    const link = (await readFile(path.join(layerDir, 'link'), 'utf8')).trim();
+    const lower = (await readFile(path.join(layerDir, 'lower'), 'utf8').catch(() => '')).trim();
+    return lower ? `l/${link}:${lower}` : `l/${link}`;
+  }
+
+  /**
+   * Creates `overlay2/<id>` from a staged dir holding `diff/` (moved in), with `link`, `lower`
+   * (when `parentDir` is given) and `work`, and its `l/` short link. Returns the id and link.
+   */
+  async createLayerDir(
+    staged: string | undefined,
+    parentDir: string | undefined,
+    id = randomId(),
+  ): Promise<{ id: string; link: string; dir: string }> {
+    const stage = staged ?? path.join(this.tmpDir, this.stagingName());
+    if (!staged) await mkdir(path.join(stage, 'diff'), { recursive: true, mode: 0o755 });
+    const link = shortLinkId();
+    await writeFileAtomic(path.join(stage, 'link'), link, 0o644);
+    if (parentDir) {
+      await writeFileAtomic(path.join(stage, 'lower'), await this.lowerChain(parentDir), 0o644);
+      await mkdir(path.join(stage, 'work'), { mode: 0o700 });
+    }
+    const dir = path.join(this.overlayDir, id);
+    await rename(stage, dir);
+    await symlinkAtomic(`../${id}/diff`, path.join(this.linkDir, link));
+    return { id, link, dir };
+  }
+
+  /** Removes an `overlay2/<id>` dir and its short link. */
+  async removeLayerDir(id: string): Promise<void> {
+    if (!HEX64.test(id)) throw new StevedoreError('ERR_INVALID_ARG_VALUE', `bad layer dir id ${id}`);
+    const dir = path.join(this.overlayDir, id);
+    const link = (await readFile(path.join(dir, 'link'), 'utf8').catch(() => '')).trim();
+    if (/^[A-Z2-7]{26}$/.test(link)) await rm(path.join(this.linkDir, link), { force: true });
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  // ---- loading -------------------------------------------------------------------------------
+
+  /**
+   * Stores an image: blobs into the content store (verified), each missing layer applied in
+   * `overlay` mode into its own staged diff dir (in parallel), then — under the lock — the
+   * overlay2 dirs, layerdb entries, config, and tags. Nothing is visible until it is complete;
+   * concurrent loads of the same image store one copy.
+   */
+  async loadImage(image: Image, options: LoadOptions = {}): Promise<LoadResult> {
+    const diffIds = image.config.rootfs.diff_ids;
+    if (diffIds.length !== image.layers.length) {
+      throw new StevedoreError(
+        'ERR_IMAGE_FORMAT',
+        `image has ${image.layers.length} layers but ${diffIds.length} diff_ids in its config`,
+      );
+    }
+    const chains = chainIds(diffIds);
+    const imageId = sha256(image.rawConfig);
+    // Config and manifest bytes go to the content store first (idempotent, by digest).
+    await this.putBlob(imageId, image.rawConfig.length, image.rawConfig);
+    await this.putBlob(image.digest, image.rawManifest.length, image.rawManifest);
+
+    // Apply missing layers in parallel into staging dirs.
+    const staged: Staged[] = [];
+    let next = 0;
+    const work = async () => {
+      for (;;) {
+        const i = next++;
+        if (i >= image.layers.length) return;
+        const layer = image.layers[i]!;
+        const diffId = diffIds[i]!;
+        if (await this.layer(chains[i]!)) {
+          options.onLayer?.({ diffId, state: 'exists' });
+          await this.putLayerBlob(layer);
+          continue;
+        }
+        options.onLayer?.({ diffId, state: 'applying' });
+        const blob = await this.putLayerBlob(layer);
+        const stage = path.join(this.tmpDir, this.stagingName());
+        await mkdir(stage, { mode: 0o700 });
+        try {
+          await applyLayer(blob, path.join(stage, 'diff'), {
+            mode: 'overlay',
+            expectedDigest: layer.digest,
+            expectedDiffId: diffId,
+          });
+          const size = await directorySize(path.join(stage, 'diff'));
+          staged.push({ index: i, stage, size });
+        } catch (e) {
+          await rm(stage, { recursive: true, force: true });
+          throw e;
+        }
+        options.onLayer?.({ diffId, state: 'applied' });
+      }
+    };
+    let failed = false;
+    const guarded = async () => {
+      try {
+        await work();
+      } catch (e) {
+        failed = true;
+        next = image.layers.length; // stop the other workers early
+        throw e;
+      }
+    };
+    const results = await Promise.allSettled(
+      Array.from({ length: Math.min(this.concurrency, image.layers.length || 1) }, guarded),
+    );
+    if (failed) {
+      await Promise.all(staged.map((s) => rm(s.stage, { recursive: true, force: true })));
+      throw (results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason;
+    }
+
+    const refs: string[] = [];
+    let applied = 0;
+    await withLock(this.lockFile, async () => {
+      const byIndex = new Map(staged.map((s) => [s.index, s]));
+      let parentDir: string | undefined;
+      for (let i = 0; i < chains.length; i++) {
+        const chain = chains[i]!;
+        const s = byIndex.get(i);
+        const have = await this.layer(chain);
+        if (have) {
+          if (s) await rm(s.stage, { recursive: true, force: true });
+          parentDir = have.dir;
+          continue;
+        }
+        if (!s) throw new StevedoreError('ERR_STORE_CORRUPT', `layer ${chain} vanished while loading`);
+        const made = await this.createLayerDir(s.stage, parentDir);
+        await this.writeLayerdb(chain, diffIds[i]!, i > 0 ? chains[i - 1] : undefined, made.id, s.size);
+        parentDir = made.dir;
+        applied++;
+      }
+      if (options.sourceRepository) await this.writeDistribution(image, options.sourceRepository);
+      // imagedb: the config bytes under the image id, and lastUpdated.
+      const content = path.join(this.imagedb, 'content', 'sha256', imageId.hex);
+      if (!(await exists(content))) await writeFileAtomic(content, image.rawConfig);
+      const meta = path.join(this.imagedb, 'metadata', 'sha256', imageId.hex);
+      await mkdirp(meta);
+      await writeFileAtomic(path.join(meta, 'lastUpdated'), new Date().toISOString());
+      await writeFileAtomic(path.join(this.root, 'content', 'images', 'sha256', imageId.hex), image.digest.toString());
+      if (options.tags?.length) {
+        const repos = await this.readRepositories();
+        for (const t of options.tags) {
+          const ref = typeof t === 'string' ? parseReference(t) : t;
+          const name = ref.familiarName();
+          const entry = repos.Repositories[name] ?? {};
+          repos.Repositories[name] = entry;
+          if (ref.tag !== undefined || !ref.digest) {
+            const key = `${name}:${ref.tag ?? 'latest'}`;
+            entry[key] = imageId.toString();
+            refs.push(key);
+          }
+          if (options.digestRefs || ref.digest) {
+            const key = `${name}@${(ref.digest ?? image.digest).toString()}`;
+            entry[key] = imageId.toString();
+            refs.push(key);
+          }
+        }
+        await this.writeRepositories(repos);
+      }
+    });
+    return { imageId, chainIds: chains, refs, applied };
+  }
+
+  private async putLayerBlob(layer: Image['layers'][number]): Promise<string> {
+    const p = this.blobPath(layer.digest);
+    if (await exists(p)) return p;
+    return this.putBlob(layer.digest, layer.size, layer.compressed());
+  }
+
+  private async writeLayerdb(
+    chain: Digest,
+    diffId: Digest,
+    parent: Digest | undefined,
+    cacheId: string,
+    size: number,
+  ): Promise<void> {
+    // As Docker's layer store: write-set dir under layerdb/tmp, then rename to sha256/<chain>.
+    const tmp = path.join(this.layerdb, 'tmp', `${process.pid}-write-set-${randomBytes(8).toString('hex')}`);
+    await mkdir(tmp, { mode: 0o755 });
+    await writeFileAtomic(path.join(tmp, 'diff'), diffId.toString(), 0o644);
+    await writeFileAtomic(path.join(tmp, 'size'), String(size), 0o644);
+    await writeFileAtomic(path.join(tmp, 'cache-id'), cacheId, 0o644);
+    if (parent) await writeFileAtomic(path.join(tmp, 'parent'), parent.toString(), 0o644);
+    await rename(tmp, this.layerDir(chain));
+  }
+
+  private async writeDistribution(image: Image, repository: string): Promise<void> {
+    const dist = path.join(this.imageRoot, 'distribution');
+    const byDigest = path.join(dist, 'diffid-by-digest', 'sha256');
+    const byDiffId = path.join(dist, 'v2metadata-by-diffid', 'sha256');
+    await mkdirp(byDigest);
+    await mkdirp(byDiffId);
+    for (const l of image.layers) {
+      await writeFileAtomic(path.join(byDigest, l.digest.hex), l.diffId.toString(), 0o644);
+      const file = path.join(byDiffId, l.diffId.hex);
+      let list: { Digest: string; SourceRepository: string; HMAC: string }[] = [];
+      try {
+        list = JSON.parse(await readFile(file, 'utf8'));
+      } catch {
+        list = [];
+      }
+      if (!list.some((m) => m.Digest === l.digest.toString() && m.SourceRepository === repository)) {
+        list.push({ Digest: l.digest.toString(), SourceRepository: repository, HMAC: '' });
+        await writeFileAtomic(file, JSON.stringify(list), 0o644);
+      }
+    }
+  }
+
+  /** Loads every image of a `docker save` archive, tagging its RepoTags. */
+  async loadDockerArchive(file: string, options: Omit<LoadOptions, 'tags'> = {}): Promise<LoadResult[]> {
+    const a = await DockerArchive.open(file);
+    try {
+      const out: LoadResult[] = [];
+      for (const img of a.images) out.push(await this.loadImage(img, { ...options, tags: [...img.repoTags] }));
+      return out;
+    } finally {
+      await a.close();
+    }
+  }
+
+  /** Loads an image of an OCI layout dir (by tag, or the only one), tagged `tags`. */
+  async loadOciLayout(dir: string, tag?: string, options: LoadOptions = {}): Promise<LoadResult> {
+    const layout = await OciLayoutReader.openDir(dir);
+    return this.loadImage(await layout.image(tag), options);
+  }
+
+  /**
+   * Pulls an image from a registry into the store (blobs verified into the content store, then
+   * applied), tagging `ref` and `name@digest` as `docker pull` does.
+   */
+  async pull(
+    ref: string | Reference,
+    options: LoadOptions & {
+      client?: import('@stevedore/registry').RegistryClient;
+      platform?: string;
+    } = {},
+  ): Promise<LoadResult> {
+    const { RegistryClient, pullImage } = await import('@stevedore/registry');
+    const r = typeof ref === 'string' ? parseReference(ref) : ref;
+    const client = options.client ?? new RegistryClient();
+    try {
+      const img = await pullImage(client, r, options.platform ? { platform: options.platform } : {});
+      return await this.loadImage(img, { ...options, tags: [r], digestRefs: true, sourceRepository: r.name });
+    } finally {
+      if (!options.client) await client.close();
+    }
+  }
+
+  // ---- repositories.json / images --------------------------------------------------------------
+
+  async readRepositories(): Promise<{ Repositories: Record<string, Record<string, string>> }> {
+    try {
+      const v = JSON.parse(await readFile(path.join(this.imageRoot, 'repositories.json'), 'utf8'));
+      if (v && typeof v === 'object' && v.Repositories && typeof v.Repositories === 'object') return v;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw new StevedoreError('ERR_STORE_CORRUPT', `repositories.json: ${(e as Error).message}`, { cause: e });
+      }
+    }
+    return { Repositories: {} };
+  }
+
+  private async writeRepositories(v: { Repositories: Record<string, Record<string, string>> }): Promise<void> {
+    await writeFileAtomic(path.join(this.imageRoot, 'repositories.json'), JSON.stringify(v), 0o600);
+  }
+
+  /** Image ids in imagedb. */
+  async imageIds(): Promise<Digest[]> {
+    const names = await readdir(path.join(this.imagedb, 'content', 'sha256'));
+    return names.filter((n) => HEX64.test(n)).map((n) => Digest.parse(`sha256:${n}`));
+  }
+
+  /** Resolves a reference, `sha256:<id>` or a unique id prefix to an image id. */
+  async resolveImageId(nameOrId: string): Promise<Digest> {
+    const hex = nameOrId.startsWith('sha256:') ? nameOrId.slice(7) : nameOrId;
+    if (/^[a-f0-9]{12,64}$/.test(hex)) {
+      const hits = (await this.imageIds()).filter((d) => d.hex.startsWith(hex));
+      if (hits.length === 1) return hits[0]!;
+    }
+    const ref = parseReference(nameOrId);
+    const repos = await this.readRepositories();
+    const name = ref.familiarName();
+    const key = ref.digest ? `${name}@${ref.digest}` : `${name}:${ref.tag ?? 'latest'}`;
+    const id = repos.Repositories[name]?.[key];
+    if (!id) throw new StevedoreError('ERR_IMAGE_NOT_FOUND', `no such image: ${nameOrId}`);
+    return Digest.parse(id);
+  }
+
+  /** An image of the store with its layers (base first). */
+  async image(nameOrId: string | Digest): Promise<StoredImage> {
+    const id = typeof nameOrId === 'string' ? await this.resolveImageId(nameOrId) : nameOrId;
+    let rawConfig: Uint8Array;
+    try {
+      rawConfig = new Uint8Array(await readFile(path.join(this.imagedb, 'content', 'sha256', id.hex)));
+    } catch {
+      throw new StevedoreError('ERR_IMAGE_NOT_FOUND', `no such image: ${id}`);
+    }
+    sha256(rawConfig).verify(id, `image ${id}: config`);
+    const config = parseConfig(rawConfig);
+    const chains = chainIds(config.rootfs.diff_ids);
+    const layers: StoredLayer[] = [];
+    for (const c of chains) {
+      const l = await this.layer(c);
+      if (!l) throw new StevedoreError('ERR_STORE_CORRUPT', `image ${id}: layer ${c} missing`);
+      layers.push(l);
+    }
+    const m = await readFile(path.join(this.root, 'content', 'images', 'sha256', id.hex), 'utf8').catch(() => '');
+    return { id, config, rawConfig, layers, manifestDigest: m ? Digest.parse(m.trim()) : undefined };
+  }
+
+  /** The layer blob digests of an image (from its stored manifest), base first. */
+  async layerBlobs(img: StoredImage): Promise<{ digest: Digest; mediaType: string; size: number }[]> {
+    if (!img.manifestDigest) throw new StevedoreError('ERR_BLOB_NOT_FOUND', `image ${img.id}: no manifest stored`);
+    const raw = new Uint8Array(await readFile(this.blobPath(img.manifestDigest)));
+    sha256(raw).verify(img.manifestDigest, `manifest ${img.manifestDigest}`);
+    const m = parseImageManifest(raw);
+    return m.layers.map((d) => ({ digest: d.digest, mediaType: d.mediaType, size: d.size }));
+  }
+
+  /** Checks a short link resolves to its layer's diff dir. */
+  async checkLink(link: string): Promise<string> {
+    return readlink(path.join(this.linkDir, link));
+  }
+
+  async statRoot(): Promise<number> {
+    return (await stat(this.root)).mode & 0o7777;
+  }
+}
