@@ -198,7 +198,10 @@ export async function pushImage(
         l instanceof RemoteLayer && l.repo.registry === ref.registry && l.repo.repository !== ref.repository
           ? l.repo.repository
           : undefined;
-      return client.pushBlob(ref, l.digest, l.size, () => l.compressed(), { ...o, ...(mountFrom ? { mountFrom } : {}) });
+      return client.pushBlob(ref, l.digest, l.size, () => l.compressed(), {
+        ...o,
+        ...(mountFrom ? { mountFrom } : {}),
+      });
     }),
   );
   return pushManifestTo(client, ref, image.rawManifest, image.manifest.mediaType, o);
