@@ -6,7 +6,9 @@ import { copyCommand } from './commands/copy.js';
 import { demoCommand } from './commands/demo.js';
 import { digestCommand } from './commands/digest.js';
 import { historyCommand, inspectCommand } from './commands/inspect.js';
+import { registerStoreCommands } from './commands/register-store.js';
 import { blobCommand, catalogCommand, manifestCommand, tagsCommand } from './commands/remote.js';
+import type { StoreOpts } from './commands/store.js';
 import { makeOutput, style } from './output.js';
 
 /** Exit codes: 0 ok, 1 the operation failed, 2 the command line was wrong. */
@@ -18,9 +20,30 @@ function program(): Command {
     .version('0.1.0')
     .option('--json', 'machine-readable output on stdout')
     .option('-q, --quiet', 'no progress or notes on stderr')
+    .option(
+      '--root <dir>',
+      'the image store (default $STEVEDORE_ROOT, else /var/lib/stevedore as root, else ~/.local/share/stevedore)',
+    )
+    .option('--platform <os/arch[/variant]>', 'which image of a multi-platform index')
+    .addOption(
+      new Option('--insecure-registry <host>', 'allow plain HTTP / unverified TLS for HOST[:PORT] (repeatable)')
+        .argParser(collect)
+        .default(undefined),
+    )
     .showHelpAfterError()
     .exitOverride();
   const out = () => makeOutput(p.opts());
+  /** A command's options with the global ones (commander gives global options to the program). */
+  const g = <T extends RegistryOpts>(o: T): T & StoreOpts => {
+    const top = p.opts() as StoreOpts;
+    const insecure = [...(o.insecureRegistry ?? []), ...(top.insecureRegistry ?? [])];
+    return {
+      ...o,
+      ...(top.root ? { root: top.root } : {}),
+      ...((o.platform ?? top.platform) ? { platform: (o.platform ?? top.platform) as string } : {}),
+      ...(insecure.length ? { insecureRegistry: insecure } : {}),
+    };
+  };
 
   p.command('digest')
     .description('print the content digest of files (or stdin with -)')
@@ -36,7 +59,8 @@ function program(): Command {
       .default(undefined);
   const platform = () => new Option('--platform <os/arch[/variant]>', 'which image of a multi-platform index');
   const transports =
-    '\nLocations: docker://REF (or a bare REF), docker-archive:PATH[:REF], oci:PATH[:TAG], oci-archive:PATH[:TAG]' +
+    '\nLocations: docker://REF (or a bare REF), docker-archive:PATH[:REF], oci:PATH[:TAG], oci-archive:PATH[:TAG],' +
+    '\n           store:REF (the local store, see --root)' +
     '\nEnvironment: DOCKER_CONFIG (credentials), STEVEDORE_BACKEND (native|wasm)';
 
   p.command('copy')
@@ -55,7 +79,7 @@ function program(): Command {
           'stevedore copy --platform linux/arm64 docker://ghcr.io/org/app:1 docker-archive:app.tar:app:1',
         ),
     )
-    .action((src: string, dst: string, o: RegistryOpts) => copyCommand(src, dst, o, out()));
+    .action((src: string, dst: string, o: RegistryOpts) => copyCommand(src, dst, g(o), out()));
 
   p.command('inspect')
     .description('show an image: digest, ID, tags, created, platform, config, rootfs and layers')
@@ -72,7 +96,7 @@ function program(): Command {
           'stevedore inspect docker-archive:app.tar',
         ),
     )
-    .action((src: string, o: RegistryOpts & { tags?: boolean }) => inspectCommand(src, o, out()));
+    .action((src: string, o: RegistryOpts & { tags?: boolean }) => inspectCommand(src, g(o), out()));
 
   p.command('history')
     .description("show an image's history: the step that made each layer, and its size")
@@ -86,7 +110,7 @@ function program(): Command {
         examples('stevedore history docker://localhost:5000/app:1', 'stevedore history --json oci:./layout:1'),
     )
     .action((src: string, o: RegistryOpts & { trunc?: boolean }) =>
-      historyCommand(src, { ...o, noTrunc: o.trunc === false }, out()),
+      historyCommand(src, { ...g(o), noTrunc: o.trunc === false }, out()),
     );
 
   p.command('manifest')
@@ -102,7 +126,7 @@ function program(): Command {
         'stevedore manifest --json localhost:5000/app@sha256:…',
       ),
     )
-    .action((ref: string, o: RegistryOpts) => manifestCommand(ref, o, out()));
+    .action((ref: string, o: RegistryOpts) => manifestCommand(ref, g(o), out()));
 
   p.command('blob')
     .description('print a blob (layer or config) from a registry, verified against its digest')
@@ -118,7 +142,7 @@ function program(): Command {
       ),
     )
     .action((repo: string, digest: string | undefined, o: RegistryOpts & { output?: string }) =>
-      blobCommand(repo, digest, o, out()),
+      blobCommand(repo, digest, g(o), out()),
     );
 
   p.command('tags')
@@ -127,7 +151,7 @@ function program(): Command {
     .option('--page-size <n>', 'tags per request (every page is fetched)')
     .addOption(insecure())
     .addHelpText('after', examples('stevedore tags localhost:5000/app', 'stevedore tags --json ghcr.io/org/app'))
-    .action((repo: string, o: RegistryOpts & { pageSize?: string }) => tagsCommand(repo, o, out()));
+    .action((repo: string, o: RegistryOpts & { pageSize?: string }) => tagsCommand(repo, g(o), out()));
 
   p.command('catalog')
     .description('list the repositories of a registry (/v2/_catalog, every page)')
@@ -135,7 +159,7 @@ function program(): Command {
     .option('--page-size <n>', 'repositories per request (every page is fetched)')
     .addOption(insecure())
     .addHelpText('after', examples('stevedore catalog localhost:5000', 'stevedore catalog --json registry.lan:5000'))
-    .action((registry: string, o: RegistryOpts & { pageSize?: string }) => catalogCommand(registry, o, out()));
+    .action((registry: string, o: RegistryOpts & { pageSize?: string }) => catalogCommand(registry, g(o), out()));
 
   p.command('login')
     .description("check credentials against a registry and store them in docker's config.json")
@@ -152,13 +176,15 @@ function program(): Command {
           'stevedore login localhost:5000 -u admin --password-stdin < password.txt',
         ),
     )
-    .action((registry: string, o) => loginCommand(registry, o, out()));
+    .action((registry: string, o) => loginCommand(registry, g(o), out()));
 
   p.command('logout')
     .description("remove a registry's credentials from docker's config.json")
     .argument('<registry>', 'HOST[:PORT]')
     .addHelpText('after', examples('stevedore logout ghcr.io'))
     .action((registry: string) => logoutCommand(registry, out()));
+
+  registerStoreCommands(p, { out, g, examples, insecure, platform });
 
   p.command('demo')
     .description('a self-contained tour on an embedded default (no network)')

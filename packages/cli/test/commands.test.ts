@@ -2,7 +2,34 @@
 import { describe, expect, it } from 'vitest';
 import { stevedoreSync } from './fixtures.js';
 
-const commands = ['copy', 'inspect', 'history', 'manifest', 'blob', 'tags', 'catalog', 'login', 'logout'];
+const commands = [
+  'copy',
+  'inspect',
+  'history',
+  'manifest',
+  'blob',
+  'tags',
+  'catalog',
+  'login',
+  'logout',
+  'pull',
+  'push',
+  'images',
+  'ls',
+  'tag',
+  'rmi',
+  'prune',
+  'save',
+  'load',
+  'unpack',
+  'export',
+  'mount',
+  'umount',
+  'diff',
+  'commit',
+  'layers',
+  'fsck',
+];
 
 describe('image command line', () => {
   it.each(commands)('%s --help shows examples', (c) => {
@@ -13,7 +40,7 @@ describe('image command line', () => {
 
   it.each([
     [['copy', 'oci:/tmp/x'], /missing required argument/],
-    [['copy', 'store:app:1', 'oci:/tmp/x'], /store: transport is not available yet/],
+    [['copy', 'store:', 'oci:/tmp/x'], /store:: missing image/],
     [['copy', 'oci:', 'oci:/tmp/x'], /missing path/],
     [['copy', 'oci:/tmp/a:bad tag', 'oci:/tmp/x'], /invalid tag/],
     [['copy', 'docker-archive:/tmp/a.tar:Bad Ref', 'oci:/tmp/x'], /invalid reference/],

@@ -171,3 +171,68 @@ export const inspectSchema = {
     Size: { type: 'integer', minimum: 0 },
   },
 } as const;
+
+/**
+ * An OCI image from layers given as path → content maps (base first); `null` content is a
+ * whiteout (the path is deleted). gzip layers; Cmd runs busybox cat of `cat` when given.
+ */
+export function layeredImage(
+  specs: Record<string, Uint8Array | string | null>[],
+  o: { cat?: string; history?: string[] } = {},
+): Image {
+  const tars = specs.map((files) =>
+    writeTar(
+      Object.entries(files).map(([p, c]) => {
+        if (c === null) {
+          const i = p.lastIndexOf('/');
+          const wh = i < 0 ? `.wh.${p}` : `${p.slice(0, i)}/.wh.${p.slice(i + 1)}`;
+          return { entry: { path: wh, type: 'file' } as LayerEntryInput };
+        }
+        return {
+          entry: { path: p, type: 'file', mode: p === 'bin/busybox' ? 0o755 : 0o644 } as LayerEntryInput,
+          data: typeof c === 'string' ? enc.encode(c) : c,
+        };
+      }),
+    ),
+  );
+  const blobs = tars.map((t) => new Uint8Array(gzipSync(t)));
+  const rawConfig = enc.encode(
+    JSON.stringify({
+      architecture: 'amd64',
+      os: 'linux',
+      created: '2026-01-02T03:04:05Z',
+      config: { Cmd: o.cat ? ['/bin/busybox', 'cat', o.cat] : ['/bin/sh'], Env: ['PATH=/bin'] },
+      rootfs: { type: 'layers', diff_ids: tars.map((t) => sha256(t).toString()) },
+      history: tars.map((_, i) => ({ created: '2026-01-02T03:04:05Z', created_by: o.history?.[i] ?? `layer ${i}` })),
+    }),
+  );
+  const rawManifest = enc.encode(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: OCI_CONFIG, digest: sha256(rawConfig).toString(), size: rawConfig.length },
+      layers: blobs.map((b) => ({ mediaType: OCI_LAYER_GZIP, digest: sha256(b).toString(), size: b.length })),
+    }),
+  );
+  return {
+    digest: sha256(rawManifest),
+    manifest: parseManifest(rawManifest) as Image['manifest'],
+    rawManifest,
+    config: parseConfig(rawConfig),
+    rawConfig,
+    layers: blobs.map((b, i) => ({
+      digest: sha256(b),
+      diffId: sha256(tars[i]!),
+      size: b.length,
+      mediaType: OCI_LAYER_GZIP,
+      async *compressed() {
+        yield b;
+      },
+      async *uncompressed() {
+        yield tars[i]!;
+      },
+    })),
+  };
+}
+
+export const busyboxBytes = () => new Uint8Array(readFileSync('/bin/busybox'));

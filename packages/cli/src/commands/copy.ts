@@ -15,7 +15,12 @@ export interface CopyResult {
   layers: { digest: string; size: number; copied: boolean }[];
 }
 
-export async function copyCommand(src: string, dst: string, o: RegistryOpts, out: Output): Promise<void> {
+export async function copyCommand(
+  src: string,
+  dst: string,
+  o: RegistryOpts & { root?: string },
+  out: Output,
+): Promise<void> {
   const from = parseLocation(src);
   const to = parseLocation(dst);
   let client: RegistryClient | undefined;
@@ -24,9 +29,9 @@ export async function copyCommand(src: string, dst: string, o: RegistryOpts, out
     return client;
   };
   try {
-    const source = await openSource(from, { client: getClient, platform: o.platform });
+    const source = await openSource(from, { client: getClient, platform: o.platform, root: o.root });
     try {
-      const dest = openDestination(to, { client: getClient, source });
+      const dest = openDestination(to, { client: getClient, source, root: o.root });
       const copied = new Set<string>();
       const image = withProgress(source.image, out, copied);
       out.log(`Copying ${src} (${source.image.digest}) to ${dst}`);

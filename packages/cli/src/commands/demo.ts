@@ -1,158 +1,313 @@
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { backendKind, type LayerEntryInput, loadWasmBackend, sha256, writeTar } from '@stevedore/core';
 import {
-  backendKind,
-  hashAsync,
-  hashFile,
-  LayerIndex,
-  LayerStack,
-  listTarFile,
-  loadWasmBackend,
-  sha256,
-  useBackend,
-  writeTar,
-} from '@stevedore/core';
+  copyImage,
+  type Image,
+  type Layer,
+  OCI_CONFIG,
+  OCI_LAYER_GZIP,
+  OCI_MANIFEST,
+  ociLayoutSink,
+  parseConfig,
+  parseImageManifest,
+} from '@stevedore/image';
+import { MergedView, overlaySupported, Store, umount } from '@stevedore/overlay';
+import { registrySink } from '@stevedore/registry';
 import { type Output, style } from '../output.js';
+import { humanSize, registryClient } from './common.js';
+import type { LayersResult } from './layers.js';
+import { layersCommand } from './layers.js';
+import { imagesCommand, loadCommand, mountCommand, pullCommand, saveCommand, umountCommand } from './store.js';
+
+const REGISTRY_BIN = process.env.STEVEDORE_REGISTRY_BIN ?? '/usr/bin/docker-registry';
 
 /**
- * `stevedore demo`: a self-contained tour on an embedded default, needing no network.
- * It exercises what exists today and grows with the product; every step prints where its
- * result lives. Everything is created under one temp dir that is removed at the end (unless
- * --keep).
+ * `stevedore demo`: the whole image life cycle on an embedded default, with no network: build a
+ * small real image (busybox when the machine has a static one) as an OCI layout, push it to the
+ * distribution registry on loopback, pull it into a fresh store with progress, list it, show its
+ * layers' waste, mount it (or walk the userspace merged view when not root), save it as a
+ * docker-archive and load that into a second store. Every step says where its result lives;
+ * everything (registry, mounts, temp dirs) is cleaned up at the end, even on failure, unless
+ * --keep (then the dirs stay; the registry and mounts still go).
  */
 export async function demoCommand(opts: { keep?: boolean }, out: Output): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'stevedore-demo-'));
   const started = performance.now();
   const step = (n: number, title: string) => out.log(`\n${style.bold(`[${n}] ${title}`)}`);
+  const where = (label: string, p: string) => out.log(`    ${style.dim(`${label}:`)} ${p}`);
+  let registry: ChildProcess | undefined;
+  let mounted: string | undefined;
+  const cleanup = async () => {
+    if (mounted) {
+      await umount(mounted).catch(() => {});
+      mounted = undefined;
+    }
+    if (registry && registry.exitCode === null) {
+      const r = registry;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          r.kill('SIGKILL');
+          resolve();
+        }, 3000);
+        r.once('exit', () => {
+          clearTimeout(t);
+          resolve();
+        });
+        r.kill('SIGTERM');
+      });
+    }
+    registry = undefined;
+    if (!opts.keep) rmSync(work, { recursive: true, force: true });
+  };
+  const onSignal = () => {
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  // The commands' data goes to stderr here: stdout carries the demo's own result.
+  let last: unknown;
+  const sub: Output = {
+    json: false,
+    quiet: out.quiet,
+    data(value, human) {
+      last = value;
+      const text = human();
+      if (text) out.log(text.replace(/^/gm, '    '));
+    },
+    log: (line) => out.log(`    ${line}`),
+  };
   try {
-    step(1, 'Build an embedded default rootfs');
-    const rootfs = join(work, 'rootfs');
-    const files = buildDefaultTree(rootfs);
-    const total = files.reduce((s, f) => s + statSync(f).size, 0);
-    out.log(`    ${files.length} files, ${(total / 1e6).toFixed(1)} MB in ${rootfs}`);
-
-    step(2, `Hash every file with the ${backendKind()} core and check against node:crypto`);
-    const native = new Map<string, string>();
-    for (const f of files) {
-      const { digest } = await hashFile(f);
-      const expected = `sha256:${createHash('sha256').update(readFileSync(f)).digest('hex')}`;
-      if (digest.toString() !== expected) throw new Error(`demo: ${f}: ${digest} != ${expected}`);
-      native.set(f, digest.toString());
+    step(1, 'Build a small image from files on this machine (2 layers, the second deletes a file)');
+    const image = demoImage();
+    const layout = join(work, 'layout');
+    await copyImage(image, ociLayoutSink(layout), { tags: ['demo'] });
+    for (const [i, l] of image.layers.entries()) {
+      out.log(`    layer ${i}: ${l.digest.toString().slice(0, 19)}…  ${humanSize(l.size)}`);
     }
-    out.log(`    ${style.green('ok')}  ${native.size} digests agree with node:crypto`);
-
-    step(3, 'Hash the same bytes with the WebAssembly core (what the web page runs)');
+    // The core's two backends agree on every blob (the web page runs the wasm one).
     const wasm = loadWasmBackend();
-    for (const f of files) {
-      const d = wasm.hash('sha256', readFileSync(f));
-      if (d !== native.get(f)) throw new Error(`demo: wasm and native disagree on ${f}`);
+    const blobs = [image.rawConfig, ...image.layers.map((l) => (l as Layer & { bytes: Uint8Array }).bytes)];
+    for (const b of blobs) {
+      if (wasm.hash('sha256', b) !== sha256(b).toString()) throw new Error('demo: wasm and native digests disagree');
     }
-    out.log(`    ${style.green('ok')}  native and wasm agree on all ${files.length} files`);
+    out.log(`    ${style.green('ok')}  ${backendKind()} and wasm cores agree on ${blobs.length} blob digests`);
+    where('OCI layout', `${layout} (tag demo)`);
 
-    step(4, "Pack two layers with the core's tar writer (the second changes, adds and deletes)");
-    const layersDir = join(work, 'layers');
-    mkdirSync(layersDir);
-    const base = writeTar(
-      files.map((f) => ({
-        entry: { path: f.slice(rootfs.length + 1), type: 'file' as const, mode: 0o644 },
-        data: readFileSync(f),
-      })),
-    );
-    const text = (t: string) => new TextEncoder().encode(t);
-    const top = writeTar([
-      { entry: { path: 'etc/os-release', type: 'file' }, data: text('NAME="stevedore demo, patched"\n') },
-      { entry: { path: 'etc/motd', type: 'file' }, data: text('built by stevedore\n') },
-      { entry: { path: 'usr/share/data/.wh.000.bin', type: 'file' } },
-    ]);
-    const layerFiles = [join(layersDir, 'base.tar'), join(layersDir, 'top.tar')];
-    writeFileSync(layerFiles[0] as string, base);
-    writeFileSync(layerFiles[1] as string, top);
-    for (const [i, f] of layerFiles.entries()) {
-      const listing = await listTarFile(f);
-      out.log(`    layer ${i}: ${listing.length} entries, diff_id ${sha256(i ? top : base)}`);
+    step(2, 'Serve it from the distribution registry on loopback');
+    if (!existsSync(REGISTRY_BIN)) {
+      throw new Error(
+        `demo needs the distribution registry at ${REGISTRY_BIN}: apt-get install docker-registry (tools/setup.sh build installs it)`,
+      );
     }
-
-    step(5, 'Resolve the merged view, as kernel overlayfs would');
-    const stack = new LayerStack([LayerIndex.fromTar(base), LayerIndex.fromTar(top)]);
-    const etc = stack.readdir('etc');
-    const patched = stack.stat('etc/os-release');
-    const deleted = stack.resolve('usr/share/data/000.bin');
-    out.log(`    /etc            ${etc.join('  ')}`);
-    out.log(`    etc/os-release  from layer ${patched.layer} (${patched.entry.size} bytes)`);
-    out.log(`    000.bin         ${deleted.kind} in layer ${'layer' in deleted ? deleted.layer : '-'}`);
-    if (deleted.kind !== 'whiteout' || patched.layer !== 1 || !etc.includes('motd')) {
-      throw new Error('demo: the merged view is not what the layers say');
-    }
-
-    step(6, 'Throughput on 64 MiB (off the JS thread for native)');
-    const big = new Uint8Array(64 << 20).fill(7);
-    const rates: Record<string, number> = {};
-    for (const kind of ['native', 'wasm'] as const) {
-      useBackend(kind);
-      const t = performance.now();
-      await hashAsync('sha256', big);
-      rates[kind] = big.length / 1e6 / ((performance.now() - t) / 1000);
-      out.log(`    ${kind.padEnd(6)} ${rates[kind].toFixed(0)} MB/s`);
-    }
-    useBackend('native');
-
-    const manifest = join(work, 'SHA256SUMS');
+    const port = await freePort();
+    const host = `127.0.0.1:${port}`;
+    const regDir = join(work, 'registry');
+    mkdirSync(join(regDir, 'storage'), { recursive: true });
     writeFileSync(
-      manifest,
-      [...native].map(([f, d]) => `${d.slice(7)}  ${f.slice(rootfs.length + 1)}`).join('\n') + '\n',
+      join(regDir, 'config.yml'),
+      `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${join(regDir, 'storage')}\n  delete:\n    enabled: true\nhttp:\n  addr: ${host}\n`,
     );
+    registry = spawn(REGISTRY_BIN, ['serve', join(regDir, 'config.yml')], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let regLog = '';
+    registry.stderr?.on('data', (c: Buffer) => {
+      regLog += c.toString();
+    });
+    await waitForRegistry(`http://${host}/v2/`, registry, () => regLog);
+    const ref = `${host}/demo/busybox:1`;
+    const client = registryClient({ insecureRegistry: [host] });
+    try {
+      await copyImage(image, registrySink(client, ref), {});
+    } finally {
+      await client.close();
+    }
+    out.log(`    pushed ${ref} (pid ${registry.pid})`);
+    where('registry storage', join(regDir, 'storage'));
+
+    step(3, 'Pull it into a fresh store, with progress');
+    const root = join(work, 'store');
+    await pullCommand(ref, { root, insecureRegistry: [host] }, sub);
+    where('store', root);
+
+    step(4, 'List the store');
+    await imagesCommand(undefined, { root }, sub);
+
+    step(5, 'Layers: what each adds, changes and deletes, and the space it wastes');
+    await layersCommand(ref, { root }, sub);
+    const layers = last as LayersResult;
+
+    step(6, process.getuid?.() === 0 && overlaySupported() ? 'Mount it (kernel overlayfs)' : 'The merged view');
+    const mnt = join(work, 'mnt');
+    let listing: string[];
+    let mode: string;
+    if (process.getuid?.() === 0 && overlaySupported()) {
+      await mountCommand(ref, mnt, { root }, sub);
+      mounted = mnt;
+      listing = readdirSync(mnt).sort();
+      out.log(`    ls ${mnt}: ${listing.join('  ')}`);
+      out.log(`    cat etc/motd: ${readFileSync(join(mnt, 'etc/motd'), 'utf8').trim()}`);
+      await umountCommand(mnt, { root }, sub);
+      mounted = undefined;
+      mode = 'overlay';
+    } else {
+      const store = await Store.open({ root });
+      const view = await MergedView.open(store, ref);
+      listing = view.readdir('').sort();
+      out.log(`    not root: the userspace merged view (\`stevedore mount\` needs root or fuse-overlayfs)`);
+      out.log(`    /: ${listing.join('  ')}`);
+      out.log(`    etc/motd: ${(await view.readFile('etc/motd')).toString().trim()}`);
+      mode = 'userspace';
+    }
+
+    step(7, 'Save a docker-archive and load it into a second store');
+    const archive = join(work, 'busybox.tar');
+    await saveCommand([ref], { root, output: archive }, sub);
+    where('docker-archive', `${archive} (docker load -i reads it)`);
+    const root2 = join(work, 'store2');
+    await loadCommand({ root: root2, input: archive }, sub);
+    await imagesCommand(undefined, { root: root2 }, sub);
+    const images2 = last as { Repository: string; Tag: string; Id: string }[];
+    where('second store', root2);
+
+    const seconds = (performance.now() - started) / 1000;
     out.data(
       {
-        rootfs,
-        files: files.length,
-        bytes: total,
-        sums: manifest,
-        layers: layerFiles,
-        merged: { etc, osReleaseLayer: patched.layer, deleted: deleted.kind },
-        throughputMBps: rates,
+        image: ref,
+        digest: image.digest.toString(),
+        layout,
+        store: root,
+        archive,
+        store2: root2,
+        layers: {
+          count: layers.layers.length,
+          totalBytes: layers.totalBytes,
+          wastedBytes: layers.wastedBytes,
+          efficiency: layers.efficiency,
+        },
+        mount: { mode, root: listing },
+        loaded: images2.map((i) => `${i.Repository}:${i.Tag}`),
+        seconds,
         kept: Boolean(opts.keep),
+        work,
       },
-      () =>
-        `demo finished in ${((performance.now() - started) / 1000).toFixed(1)} s` +
-        (opts.keep ? `; results in ${work}` : ''),
+      () => `demo finished in ${seconds.toFixed(1)} s` + (opts.keep ? `; results in ${work}` : ''),
     );
   } finally {
-    if (!opts.keep) {
-      rmSync(work, { recursive: true, force: true });
-      out.log(style.dim(`removed ${work} (use --keep to keep it)`));
-    }
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+    await cleanup();
+    out.log(style.dim(opts.keep ? `kept ${work}` : `removed ${work} (use --keep to keep it)`));
   }
 }
 
-/** A small rootfs: busybox when the machine has a static one, plus generated config and data files. */
-function buildDefaultTree(root: string): string[] {
-  const files: string[] = [];
-  const put = (rel: string, data: string | Uint8Array) => {
-    const p = join(root, rel);
-    mkdirSync(join(p, '..'), { recursive: true });
-    writeFileSync(p, data);
-    files.push(p);
-  };
-  for (const candidate of ['/bin/busybox', '/usr/bin/busybox']) {
-    if (existsSync(candidate)) {
-      put('bin/busybox', readFileSync(candidate));
-      break;
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+async function waitForRegistry(url: string, p: ChildProcess, logs: () => string): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    if (p.exitCode !== null) throw new Error(`demo: the registry exited (${p.exitCode}): ${logs().trim()}`);
+    try {
+      const r = await fetch(url);
+      if (r.status === 200) return;
+    } catch {
+      // not listening yet
     }
+    await new Promise((r) => setTimeout(r, 50));
   }
-  put('etc/os-release', 'NAME="stevedore demo"\nID=stevedore\n');
-  put('etc/passwd', 'root:x:0:0:root:/root:/bin/sh\n');
+  throw new Error(`demo: the registry did not answer ${url} in 15 s: ${logs().trim()}`);
+}
+
+const enc = new TextEncoder();
+
+/** busybox (or a generated tree) plus config files, then a layer that patches, adds and deletes. */
+function demoImage(): Image {
+  const base: { path: string; data: Uint8Array; mode: number }[] = [];
+  const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));
+  if (busybox) base.push({ path: 'bin/busybox', data: new Uint8Array(readFileSync(busybox)), mode: 0o755 });
+  base.push({ path: 'etc/os-release', data: enc.encode('NAME="stevedore demo"\nID=stevedore\n'), mode: 0o644 });
+  base.push({ path: 'etc/passwd', data: enc.encode('root:x:0:0:root:/root:/bin/sh\n'), mode: 0o644 });
   let x = 0x9e3779b9;
-  for (let i = 0; i < 200; i++) {
-    const buf = new Uint8Array(1024 + ((i * 7919) % 65536));
-    for (let j = 0; j < buf.length; j++) {
+  const noise = (n: number) => {
+    const buf = new Uint8Array(n);
+    for (let j = 0; j < n; j++) {
       x ^= x << 13;
       x ^= x >>> 17;
       x ^= x << 5;
       buf[j] = x & 0xff;
     }
-    put(`usr/share/data/${String(i).padStart(3, '0')}.bin`, buf);
-  }
-  return files;
+    return buf;
+  };
+  const files = busybox ? 4 : 40;
+  for (let i = 0; i < files; i++) base.push({ path: `usr/share/data/${i}.bin`, data: noise(16384), mode: 0o644 });
+  base.push({ path: 'var/cache/build.tmp', data: noise(200_000), mode: 0o644 });
+  const entries = (list: typeof base) =>
+    list.map((f) => ({ entry: { path: f.path, type: 'file', mode: f.mode } as LayerEntryInput, data: f.data }));
+  const tars = [
+    writeTar(entries(base)),
+    writeTar([
+      ...entries([
+        { path: 'etc/os-release', data: enc.encode('NAME="stevedore demo, patched"\nID=stevedore\n'), mode: 0o644 },
+        { path: 'etc/motd', data: enc.encode('built by stevedore demo\n'), mode: 0o644 },
+      ]),
+      { entry: { path: 'var/cache/.wh.build.tmp', type: 'file' } as LayerEntryInput },
+    ]),
+  ];
+  const blobs = tars.map((t) => new Uint8Array(gzipSync(t)));
+  const rawConfig = enc.encode(
+    JSON.stringify({
+      architecture: 'amd64',
+      os: 'linux',
+      created: '2026-01-02T03:04:05Z',
+      config: { Cmd: busybox ? ['/bin/busybox', 'cat', '/etc/motd'] : ['/bin/sh'], Env: ['PATH=/bin'] },
+      rootfs: { type: 'layers', diff_ids: tars.map((t) => sha256(t).toString()) },
+      history: [
+        { created: '2026-01-02T03:04:00Z', created_by: 'COPY rootfs / (busybox, config, data)' },
+        { created: '2026-01-02T03:04:05Z', created_by: 'RUN patch os-release, add motd, rm var/cache/build.tmp' },
+      ],
+    }),
+  );
+  const rawManifest = enc.encode(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: OCI_CONFIG, digest: sha256(rawConfig).toString(), size: rawConfig.length },
+      layers: blobs.map((b) => ({ mediaType: OCI_LAYER_GZIP, digest: sha256(b).toString(), size: b.length })),
+    }),
+  );
+  const layers = blobs.map((b, i) => ({
+    digest: sha256(b),
+    diffId: sha256(tars[i] as Uint8Array),
+    size: b.length,
+    mediaType: OCI_LAYER_GZIP,
+    bytes: b,
+    async *compressed() {
+      yield b;
+    },
+    async *uncompressed() {
+      yield tars[i] as Uint8Array;
+    },
+  }));
+  return {
+    digest: sha256(rawManifest),
+    manifest: parseImageManifest(rawManifest),
+    rawManifest,
+    config: parseConfig(rawConfig),
+    rawConfig,
+    layers,
+  };
 }

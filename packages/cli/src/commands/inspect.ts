@@ -5,7 +5,11 @@ import type { Output } from '../output.js';
 import { humanSize, type RegistryOpts, registryClient } from './common.js';
 import { openSource, parseLocation, type Source } from './transports.js';
 
-async function withSource<T>(text: string, o: RegistryOpts, f: (s: Source, c: () => RegistryClient) => Promise<T>) {
+async function withSource<T>(
+  text: string,
+  o: RegistryOpts & { root?: string },
+  f: (s: Source, c: () => RegistryClient) => Promise<T>,
+) {
   const loc = parseLocation(text);
   let client: RegistryClient | undefined;
   const getClient = () => {
@@ -13,7 +17,7 @@ async function withSource<T>(text: string, o: RegistryOpts, f: (s: Source, c: ()
     return client;
   };
   try {
-    const source = await openSource(loc, { client: getClient, platform: o.platform });
+    const source = await openSource(loc, { client: getClient, platform: o.platform, root: o.root });
     try {
       return await f(source, getClient);
     } finally {
@@ -73,12 +77,16 @@ export function describe(image: Image, name: string, repoTags: string[], repoDig
   };
 }
 
-export async function inspectCommand(text: string, o: RegistryOpts & { tags?: boolean }, out: Output): Promise<void> {
+export async function inspectCommand(
+  text: string,
+  o: RegistryOpts & { tags?: boolean; root?: string },
+  out: Output,
+): Promise<void> {
   await withSource(text, o, async (s, client) => {
     let repoTags = s.repoTags;
     let name = text;
-    const repoDigests: string[] = [];
-    if (s.ref) {
+    const repoDigests: string[] = [...(s.repoDigests ?? [])];
+    if (s.ref && loc(text) !== 'store') {
       name = s.ref.name;
       repoDigests.push(`${s.ref.name}@${s.image.digest}`);
       // As skopeo: the repository's tags (--no-tags skips the listing and leaves RepoTags empty).
@@ -102,7 +110,7 @@ export interface HistoryRow {
 
 export async function historyCommand(
   text: string,
-  o: RegistryOpts & { noTrunc?: boolean },
+  o: RegistryOpts & { noTrunc?: boolean; root?: string },
   out: Output,
 ): Promise<void> {
   await withSource(text, o, async (s) => {
@@ -171,3 +179,5 @@ function table(rows: HistoryRow[], noTrunc: boolean): string {
     )
     .join('\n');
 }
+
+const loc = (text: string) => parseLocation(text).transport;

@@ -15,11 +15,13 @@ import {
 } from '@stevedore/image';
 import { pull, type RegistryClient, RemoteIndex, registrySink } from '@stevedore/registry';
 import { platform as parsePlatformOpt, reference, usage } from './common.js';
+import { findStoredImage, openStore, tagsOf } from './store.js';
 
 export type Location =
   | { transport: 'docker'; ref: Reference; text: string }
   | { transport: 'docker-archive'; path: string; ref: Reference | undefined; text: string }
-  | { transport: 'oci' | 'oci-archive'; path: string; tag: string | undefined; text: string };
+  | { transport: 'oci' | 'oci-archive'; path: string; tag: string | undefined; text: string }
+  | { transport: 'store'; name: string; text: string };
 
 const TRANSPORTS = ['docker://', 'docker-archive:', 'oci:', 'oci-archive:', 'store:'];
 /** skopeo transports stevedore does not speak (a bare `name:tag` is a docker reference). */
@@ -29,9 +31,10 @@ const TAG = /^[\w][\w.-]{0,127}$/;
 /** Parses a location; mistakes are usage errors (exit 2). */
 export function parseLocation(text: string): Location {
   if (text.startsWith('store:')) {
-    throw usage(
-      `${text}: the store: transport is not available yet (use docker://, docker-archive:, oci: or oci-archive:)`,
-    );
+    const name = text.slice('store:'.length);
+    if (!name) throw usage(`${text}: missing image (expected store:REF or store:IMAGE-ID)`);
+    if (!/^(sha256:)?[a-f0-9]{12,64}$/.test(name)) reference(name);
+    return { transport: 'store', name, text };
   }
   if (text.startsWith('docker://')) return { transport: 'docker', ref: reference(text), text };
   for (const t of ['docker-archive', 'oci-archive', 'oci'] as const) {
@@ -61,15 +64,31 @@ export interface Source {
   ref?: Reference;
   /** Tags the source gives the image (docker-archive RepoTags, OCI ref.name). */
   repoTags: string[];
+  /** `name@digest` references the source knows (the store's). */
+  repoDigests?: string[];
   close(): Promise<void>;
 }
 
 export async function openSource(
   loc: Location,
-  o: { client: () => RegistryClient; platform?: string | undefined },
+  o: { client: () => RegistryClient; platform?: string | undefined; root?: string | undefined },
 ): Promise<Source> {
   const wanted = parsePlatformOpt(o.platform);
   switch (loc.transport) {
+    case 'store': {
+      const store = await openStore({ ...(o.root ? { root: o.root } : {}) });
+      const image = await findStoredImage(store, loc.name);
+      const id = image.manifest.config.digest.toString();
+      const { tags, digests } = await tagsOf(store, id);
+      const isName = !/^(sha256:)?[a-f0-9]{12,64}$/.test(loc.name);
+      return {
+        image,
+        ...(isName ? { ref: reference(loc.name) } : {}),
+        repoTags: tags,
+        repoDigests: digests,
+        close: async () => {},
+      };
+    }
     case 'docker': {
       const r = await pull(o.client(), loc.ref);
       const image = r instanceof RemoteIndex ? await r.imageFor(wanted) : r;
@@ -113,8 +132,23 @@ export interface Destination {
   tags: string[] | undefined;
 }
 
-export function openDestination(loc: Location, o: { client: () => RegistryClient; source: Source }): Destination {
+export function openDestination(
+  loc: Location,
+  o: { client: () => RegistryClient; source: Source; root?: string | undefined },
+): Destination {
   switch (loc.transport) {
+    case 'store': {
+      if (/^(sha256:)?[a-f0-9]{12,64}$/.test(loc.name)) throw usage(`${loc.text}: name a tag to store the image as`);
+      const ref = reference(loc.name);
+      const sink: ImageSink = {
+        async putImage(image, p = {}) {
+          const store = await openStore({ ...(o.root ? { root: o.root } : {}) });
+          await store.loadImage(image, { tags: p.tags ?? [ref] });
+        },
+        async close() {},
+      };
+      return { sink, tags: [ref.familiar()] };
+    }
     case 'docker':
       if (!loc.ref.tag && !loc.ref.digest) throw usage(`${loc.text}: name a tag to push to`);
       return { sink: registrySink(o.client(), loc.ref), tags: undefined };
