@@ -4,7 +4,14 @@
  * `Image` and `Index` interfaces.
  */
 
-export { ArchiveError, type ArchiveErrorCode, DEFAULT_MAX_LAYERS } from './archive/io.js';
+export {
+  ArchiveError,
+  type ArchiveErrorCode,
+  DEFAULT_MAX_LAYERS,
+  markVerified,
+  type VerifiedAs,
+  verifiedAs,
+} from './archive/io.js';
 export type { ReadOptions } from './archive/stored.js';
 export type { TarFileOptions } from './archive/tar-file.js';
 export * from './chain.js';

@@ -17,6 +17,7 @@
  * imagedb and repositories.json are updated under one lock file (`<root>/lock`).
  */
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, readlink, rename, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
@@ -186,9 +187,10 @@ export class Store {
     const final = this.blobPath(d);
     if (await exists(final)) return final;
     const ingest = path.join(this.root, 'content', 'ingest', this.stagingName());
+    let out: ReturnType<typeof createWriteStream> | undefined;
     try {
       if (source instanceof Uint8Array) await writeFileAtomic(ingest, source);
-      else await pipeline(source, createWriteStream(ingest, { mode: 0o600 }));
+      else await pipeline(source, (out = createWriteStream(ingest, { mode: 0o600 })));
       const got = await hashFile(ingest);
       if (size !== undefined && got.size !== size) {
         throw new StevedoreError('ERR_SIZE_MISMATCH', `blob ${d}: size mismatch (expected ${size}, got ${got.size})`);
@@ -197,6 +199,9 @@ export class Store {
       await rename(ingest, final);
       return final;
     } finally {
+      // A source that fails early can beat the file's asynchronous open: wait for the stream
+      // to close, or the open would recreate the ingest file after it was removed.
+      if (out && !out.closed) await once(out, 'close').catch(() => {});
       await rm(ingest, { force: true });
     }
   }

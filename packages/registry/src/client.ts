@@ -28,6 +28,7 @@ import {
   parseManifest,
   parseReference,
   type Reference,
+  verifiedAs,
 } from '@stevedore/image';
 import { RegistryError } from './errors.js';
 import {
@@ -59,8 +60,13 @@ export interface ProgressEvent {
 }
 
 export interface RegistryClientOptions extends TransportOptions {
-  /** Blobs up to this size are uploaded in one PUT; larger ones in PATCH chunks of this size. Default 8 MiB. */
+  /**
+   * Blobs up to this size are uploaded in one PUT; larger ones are streamed in one PATCH (as
+   * docker does), or, with `chunkedUpload`, sent in PATCH chunks of this size. Default 8 MiB.
+   */
   chunkSize?: number;
+  /** Upload large blobs in PATCH chunks of `chunkSize` (one round trip each) instead of one streamed PATCH. */
+  chunkedUpload?: boolean;
   /** Manifest size cap. Default 4 MiB. */
   maxManifestBytes?: number;
   /** Resumes allowed per blob download after dropped connections. Default 5. */
@@ -104,12 +110,14 @@ function contentRange(v: string | undefined): { start: number; end: number; tota
 export class RegistryClient {
   readonly transport: Transport;
   private readonly chunkSize: number;
+  private readonly chunkedUpload: boolean;
   private readonly maxManifest: number;
   private readonly maxResumes: number;
 
   constructor(readonly options: RegistryClientOptions = {}) {
     this.transport = new Transport(options);
     this.chunkSize = options.chunkSize ?? 8 * 1024 * 1024;
+    this.chunkedUpload = options.chunkedUpload ?? false;
     this.maxManifest = options.maxManifestBytes ?? 4 * 1024 * 1024;
     this.maxResumes = options.maxResumes ?? 5;
   }
@@ -520,7 +528,12 @@ export class RegistryClient {
     if (res.status !== 202) await failFor(res, ctx);
     await dump(res);
     let location = this.location(res, ctx);
-    const hasher = new Hasher(digest.algorithm);
+    const stream = source();
+    // A stream that verifies itself against this digest and size (a layer's `compressed()`)
+    // throws at its end on a mismatch; it is not hashed a second time here.
+    const self = verifiedAs(stream);
+    const trusted = self?.digest.equals(digest) && self?.size === size;
+    const hasher = trusted ? undefined : new Hasher(digest.algorithm);
     let sent = 0;
     const verify = () => {
       if (sent !== size)
@@ -529,19 +542,35 @@ export class RegistryClient {
           `blob ${digest}: size mismatch (expected ${size}, got ${sent})`,
           ctx,
         );
-      hasher.digest().verify(digest, `push blob`);
+      hasher?.digest().verify(digest, `push blob`);
     };
     const cancel = async () => {
       await this.send(repo, { method: 'DELETE', path: location.toString(), scopes, operation: op, retry: false })
         .then(dump)
         .catch(() => {});
     };
+    const commit = async () => {
+      const u = new URL(location);
+      u.searchParams.set('digest', digest.toString());
+      const put = await this.send(repo, {
+        method: 'PUT',
+        path: u.toString(),
+        scopes,
+        operation: op,
+        signal: o.signal,
+        retry: false,
+      });
+      if (put.status !== 201) await failFor(put, ctx);
+      await dump(put);
+      this.progress('push', repo, digest, size, size);
+      return 'uploaded' as const;
+    };
     try {
       if (size <= this.chunkSize) {
         // monolithic: one PUT with the whole (verified) blob
         const parts: Uint8Array[] = [];
-        for await (const c of source()) {
-          hasher.update(c);
+        for await (const c of stream) {
+          hasher?.update(c);
           sent += c.length;
           if (sent > size) break;
           parts.push(c);
@@ -553,7 +582,7 @@ export class RegistryClient {
           method: 'PUT',
           path: u.toString(),
           headers: { 'content-type': 'application/octet-stream' },
-          body: new Uint8Array(Buffer.concat(parts)),
+          body: parts.length === 1 ? (parts[0] as Uint8Array) : Buffer.concat(parts, sent),
           scopes,
           operation: op,
           signal: o.signal,
@@ -563,12 +592,64 @@ export class RegistryClient {
         this.progress('push', repo, digest, size, size);
         return 'uploaded';
       }
+      if (!this.chunkedUpload) {
+        // streamed: the whole blob in one PATCH (no buffering, no round trip per chunk), checked
+        // against size and digest once it is sent and before the PUT ?digest= that commits it
+        let failure: unknown;
+        let reported = 0;
+        const body = async function* (this: RegistryClient) {
+          try {
+            for await (const c of stream) {
+              hasher?.update(c);
+              sent += c.length;
+              if (sent > size)
+                throw new RegistryError(
+                  'ERR_SIZE_MISMATCH',
+                  `blob ${digest}: size mismatch (expected ${size}, got more)`,
+                  ctx,
+                );
+              if (sent - reported >= this.chunkSize) {
+                reported = sent;
+                this.progress('push', repo, digest, sent, size);
+              }
+              yield c;
+            }
+          } catch (e) {
+            failure = e;
+            throw e;
+          }
+        }.call(this);
+        let patch: Response;
+        try {
+          patch = await this.send(repo, {
+            method: 'PATCH',
+            path: location.toString(),
+            headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
+            body,
+            scopes,
+            operation: op,
+            signal: o.signal,
+            retry: false,
+          });
+        } catch (e) {
+          throw failure ?? e;
+        }
+        if (failure) {
+          await dump(patch);
+          throw failure;
+        }
+        if (patch.status !== 202) await failFor(patch, ctx);
+        await dump(patch);
+        verify();
+        location = this.location(patch, ctx);
+        return await commit();
+      }
       // chunked: PATCH chunkSize pieces, then PUT ?digest=
       let buf: Uint8Array[] = [];
       let buffered = 0;
       const flush = async () => {
         if (buffered === 0) return;
-        const body = new Uint8Array(Buffer.concat(buf));
+        const body = buf.length === 1 ? (buf[0] as Uint8Array) : Buffer.concat(buf, buffered);
         const from = sent - buffered;
         const patch = await this.send(repo, {
           method: 'PATCH',
@@ -595,8 +676,8 @@ export class RegistryClient {
         buf = [];
         buffered = 0;
       };
-      for await (const c of source()) {
-        hasher.update(c);
+      for await (const c of stream) {
+        hasher?.update(c);
         sent += c.length;
         if (sent > size) break;
         let rest = c;
@@ -616,19 +697,7 @@ export class RegistryClient {
       }
       verify();
       await flush();
-      const u = new URL(location);
-      u.searchParams.set('digest', digest.toString());
-      const put = await this.send(repo, {
-        method: 'PUT',
-        path: u.toString(),
-        scopes,
-        operation: op,
-        signal: o.signal,
-        retry: false,
-      });
-      if (put.status !== 201) await failFor(put, ctx);
-      await dump(put);
-      return 'uploaded';
+      return await commit();
     } catch (e) {
       await cancel();
       throw e;

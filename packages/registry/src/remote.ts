@@ -18,6 +18,7 @@ import {
   isIndex,
   isManifest,
   layerCompression,
+  markVerified,
   type Platform,
   parseConfig,
   parseImageIndex,
@@ -47,7 +48,11 @@ export class RemoteLayer implements Layer {
     return this.descriptor.mediaType;
   }
   compressed(): AsyncIterable<Uint8Array> {
-    return this.client.fetchBlob(this.repo, this.digest, this.size, { signal: this.signal });
+    // fetchBlob checks size and digest before it completes: a sink need not hash it again
+    return markVerified(this.client.fetchBlob(this.repo, this.digest, this.size, { signal: this.signal }), {
+      digest: this.digest,
+      size: this.size,
+    });
   }
   async *uncompressed(): AsyncIterable<Uint8Array> {
     const compression = layerCompression(this.mediaType) ?? 'none';

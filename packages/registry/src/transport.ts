@@ -7,6 +7,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rootCertificates } from 'node:tls';
 import { Agent, type Dispatcher, request } from 'undici';
@@ -38,7 +39,11 @@ export interface TransportOptions {
   ca?: string[];
 }
 
-export type Body = Uint8Array | undefined;
+/**
+ * A request body: bytes (replayable), or a one-shot stream (never retried; `content-length`
+ * must be given in the headers; a redirect cannot be followed with it).
+ */
+export type Body = Uint8Array | AsyncIterable<Uint8Array> | undefined;
 
 export interface RequestSpec {
   method: 'GET' | 'HEAD' | 'PUT' | 'POST' | 'PATCH' | 'DELETE';
@@ -475,8 +480,10 @@ export class Transport {
     const signal = spec.signal;
     const base = await this.baseUrl(registry, signal);
     let scopes = spec.scopes ?? [];
-    const retries = spec.retry === false ? 0 : this.retry.retries;
-    let authRetried = false;
+    // a streamed body can be sent once only: no retries, no second try after a 401
+    const streamed = spec.body !== undefined && !(spec.body instanceof Uint8Array);
+    const retries = spec.retry === false || streamed ? 0 : this.retry.retries;
+    let authRetried = streamed;
     for (let attempt = 0; ; attempt++) {
       if (signal?.aborted) throw abortError(registry, spec.operation, signal);
       const release = await h.sem.acquire(signal);
@@ -554,13 +561,22 @@ export class Transport {
     for (let hop = 0; hop < 10; hop++) {
       const headers: Record<string, string> = { 'user-agent': this.userAgent(), ...(spec.headers ?? {}) };
       if (auth && url.origin === base.origin) headers.authorization = auth;
-      if (body && !headers['content-length']) headers['content-length'] = String(body.length);
+      const bytes = body instanceof Uint8Array ? body : undefined;
+      if (bytes && !headers['content-length']) headers['content-length'] = String(bytes.length);
+      if (hop > 0 && body !== undefined && !bytes) {
+        throw new RegistryError('ERR_REGISTRY_PROTOCOL', 'redirected while streaming a request body', {
+          registry: h.name,
+          operation: spec.operation,
+        });
+      }
       const sameHost = url.host === base.host;
       const dispatcher = sameHost ? this.agentFor(h) : this.agentFor(this.host(url.host));
       const r = await request(url, {
         method,
         headers,
-        body: body === undefined ? undefined : Buffer.from(body.buffer, body.byteOffset, body.byteLength),
+        body: bytes
+          ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+          : body && Readable.from(body, { objectMode: false, highWaterMark: 1 << 20 }),
         dispatcher,
         signal: spec.signal,
         headersTimeout: 60_000,

@@ -2,12 +2,13 @@
  * Byte plumbing shared by the archive and layout sources and sinks: verifying streams, gzip
  * detection, bounded reads, staging files and an index.json lock. Node only.
  */
+import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, open, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { type Digest, Hasher, StevedoreError } from '@stevedore/core';
+import { type Digest, type DigestAlgorithm, Hasher, StevedoreError } from '@stevedore/core';
 
 /** Stable codes of the errors raised by the archive and layout readers and writers. */
 export type ArchiveErrorCode =
@@ -56,11 +57,47 @@ export function fileRange(file: string, start: number, length: number): AsyncIte
   return createReadStream(file, { start, end: start + length - 1, highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>;
 }
 
+/** What a self-verifying stream checks before it completes. */
+export interface VerifiedAs {
+  readonly digest: Digest;
+  readonly size: number | undefined;
+}
+
+const verifiedStreams = new WeakMap<object, VerifiedAs>();
+
+/**
+ * @internal Brands a stream that verifies itself: iterated to its end without an error, it has
+ * yielded exactly the bytes of `expected` (digest, and size when given); any mismatch makes its
+ * last step throw. A sink may then skip hashing the same bytes a second time (its write only
+ * counts as stored once the stream completed). Only for streams that really do verify
+ * (`verified`, the registry client's `fetchBlob`).
+ */
+export function markVerified<T extends AsyncIterable<Uint8Array>>(
+  stream: T,
+  expected: { digest: Digest; size?: number | undefined },
+): T {
+  verifiedStreams.set(stream, { digest: expected.digest, size: expected.size });
+  return stream;
+}
+
+/** @internal What a branded stream verifies (see `markVerified`), or undefined. */
+export function verifiedAs(stream: AsyncIterable<Uint8Array>): VerifiedAs | undefined {
+  return verifiedStreams.get(stream);
+}
+
 /**
  * Passes `source` through, hashing it; at the end throws when the byte count or digest differs
  * from `expected` (`size` is optional). Nothing after a detected size overrun is yielded.
  */
-export async function* verified(
+export function verified(
+  source: AsyncIterable<Uint8Array>,
+  expected: { digest: Digest; size?: number | undefined },
+  what: string,
+): AsyncIterable<Uint8Array> {
+  return markVerified(verifying(source, expected, what), expected);
+}
+
+async function* verifying(
   source: AsyncIterable<Uint8Array>,
   expected: { digest: Digest; size?: number | undefined },
   what: string,
@@ -123,7 +160,8 @@ export async function* gunzip(
   what: string,
   maxBytes = Number.MAX_SAFE_INTEGER,
 ): AsyncIterable<Uint8Array> {
-  const z = createGunzip();
+  // 1 MiB output chunks: the default 16 KiB means one thread-pool round trip per 16 KiB
+  const z = createGunzip({ chunkSize: 1 << 20 });
   const feeding = pipeline(source, z).catch((e: unknown) => {
     z.destroy(e as Error);
   });
@@ -182,17 +220,54 @@ export async function drain(source: AsyncIterable<Uint8Array>): Promise<void> {
 export async function writeStreamToFile(
   source: AsyncIterable<Uint8Array>,
   file: string,
-): Promise<{ digest: Digest; size: number }> {
-  const h = new Hasher('sha256');
+): Promise<{ digest: Digest; size: number }>;
+/** Writes a stream to `file` (created exclusively), hashing it with `algorithm` (or not: `null`). */
+export async function writeStreamToFile(
+  source: AsyncIterable<Uint8Array>,
+  file: string,
+  algorithm: DigestAlgorithm | null,
+): Promise<{ digest: Digest | undefined; size: number }>;
+export async function writeStreamToFile(
+  source: AsyncIterable<Uint8Array>,
+  file: string,
+  algorithm: DigestAlgorithm | null = 'sha256',
+): Promise<{ digest: Digest | undefined; size: number }> {
+  const h = algorithm ? new Hasher(algorithm) : undefined;
+  let size = 0;
+  // Small network chunks are gathered into writes of up to 1 MiB (fewer syscalls and pool trips).
   async function* tap() {
+    let parts: Uint8Array[] = [];
+    let pending = 0;
     for await (const c of source) {
-      h.update(c);
-      yield c;
+      h?.update(c);
+      size += c.length;
+      if (c.length >= WRITE_CHUNK && pending === 0) {
+        yield c;
+        continue;
+      }
+      parts.push(c);
+      pending += c.length;
+      if (pending >= WRITE_CHUNK) {
+        yield Buffer.concat(parts, pending);
+        parts = [];
+        pending = 0;
+      }
     }
+    if (pending > 0) yield Buffer.concat(parts, pending);
   }
-  await pipeline(tap(), createWriteStream(file, { flags: 'wx', mode: 0o644 }));
-  return { digest: h.digest(), size: h.size };
+  const out = createWriteStream(file, { flags: 'wx', mode: 0o644, highWaterMark: WRITE_CHUNK });
+  try {
+    await pipeline(tap(), out);
+  } catch (e) {
+    // A source that fails early can beat the file's asynchronous open; wait for the stream to
+    // close so a caller's cleanup cannot run before the file appears.
+    if (!out.closed) await once(out, 'close').catch(() => {});
+    throw e;
+  }
+  return { digest: h?.digest(), size };
 }
+
+const WRITE_CHUNK = 1 << 20;
 
 /** fsync a file or directory by path (best effort for directories on platforms that refuse). */
 export async function fsyncPath(p: string): Promise<void> {

@@ -119,13 +119,31 @@ export function checkLayerCount(n: number, diffIds: number, max: number, what: s
   }
 }
 
-/** Verifies every layer of an image (flat memory: streams are hashed, not kept). */
-export async function verifyLayers(image: Image): Promise<void> {
-  for (const l of image.layers) {
-    if (layerCompression(l.mediaType) === 'none' && l.digest.equals(l.diffId)) await drain(l.compressed());
-    else await drain(l.uncompressed());
-  }
+/**
+ * Verifies every layer of an image (flat memory: streams are hashed, not kept). `done` names
+ * layers already verified from the same bytes (e.g. hashed by an archive's index pass).
+ */
+export async function verifyLayers(image: Image, done?: (layer: Layer) => boolean): Promise<void> {
+  const todo = image.layers.filter((l) => !done?.(l));
+  // A few layers at a time: decompression runs on the thread pool, hashing on this thread.
+  let next = 0;
+  let failed = false;
+  const worker = async () => {
+    while (next < todo.length && !failed) {
+      const l = todo[next++] as Layer;
+      try {
+        if (layerCompression(l.mediaType) === 'none' && l.digest.equals(l.diffId)) await drain(l.compressed());
+        else await drain(l.uncompressed());
+      } catch (e) {
+        failed = true;
+        throw e;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(VERIFY_CONCURRENCY, todo.length) }, worker));
 }
+
+const VERIFY_CONCURRENCY = 4;
 
 /** Loads the image a manifest blob describes from a blob store. */
 export async function loadImage(

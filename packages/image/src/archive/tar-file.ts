@@ -92,7 +92,7 @@ export class TarFile {
       tempDir = await mkdtemp(path.join(options.tempDir ?? tmpdir(), 'stevedore-archive-'));
       plain = path.join(tempDir, 'archive.tar');
       try {
-        await writeStreamToFile(gunzip(createReadStream(file, { highWaterMark: 1 << 20 }), file), plain);
+        await writeStreamToFile(gunzip(createReadStream(file, { highWaterMark: 1 << 20 }), file), plain, null);
       } catch (e) {
         await removeQuietly(tempDir);
         throw e;
