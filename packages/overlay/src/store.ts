@@ -190,7 +190,10 @@ export class Store {
     let out: ReturnType<typeof createWriteStream> | undefined;
     try {
       if (source instanceof Uint8Array) await writeFileAtomic(ingest, source);
-      else await pipeline(source, (out = createWriteStream(ingest, { mode: 0o600 })));
+      else {
+        out = createWriteStream(ingest, { mode: 0o600 });
+        await pipeline(source, out);
+      }
       const got = await hashFile(ingest);
       if (size !== undefined && got.size !== size) {
         throw new StevedoreError('ERR_SIZE_MISMATCH', `blob ${d}: size mismatch (expected ${size}, got ${got.size})`);
