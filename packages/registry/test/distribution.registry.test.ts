@@ -47,7 +47,12 @@ describe.skipIf(!canRun)('plain HTTP registry behind a fault-injecting proxy', (
 
   it('pushes (monolithic and chunked), pulls into an OCI layout, blobs byte-equal, skopeo agrees on the digest', async () => {
     const events: ProgressEvent[] = [];
-    const c = new RegistryClient({ ...fast, chunkSize: 1024 * 1024, onProgress: (e) => events.push(e) });
+    const c = new RegistryClient({
+      ...fast,
+      chunkSize: 1024 * 1024,
+      chunkedUpload: true,
+      onProgress: (e) => events.push(e),
+    });
     const ref = parseReference(`${reg.host}/sd/app:1`);
     const sink = registrySink(c, ref);
     await copyImage(big, sink);
