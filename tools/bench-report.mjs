@@ -79,6 +79,32 @@ if (image) {
   out.push('');
 }
 
+const registry = load('registry');
+if (registry) {
+  out.push(
+    `**Registry pull/push** (\`registry:bench\`, ${registry.machine ?? ''}): time ÷ skopeo (lower is better).`,
+    '',
+  );
+  out.push('| step | seconds | ratio | peak RSS |', '| --- | --- | --- | --- |');
+  for (const r of registry.results)
+    out.push(
+      `| ${r.group}: ${cell(r.name)} | ${r.seconds.toFixed(2)} | ${r.ratio ? x(r.ratio) : ''} | ${r.maxRssMiB ? `${r.maxRssMiB.toFixed(0)} MiB` : ''} |`,
+    );
+  out.push('');
+}
+
+const server = load('server');
+if (server) {
+  out.push(
+    `**Registry server** (\`server:bench\`): ${server.summary ?? ''}`,
+    '',
+    '```',
+    JSON.stringify(server.results ?? server, null, 1).slice(0, 2000),
+    '```',
+    '',
+  );
+}
+
 const text = out.join('\n');
 if (process.argv.includes('--write')) {
   const readme = join(root, 'README.md');
