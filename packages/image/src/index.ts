@@ -14,6 +14,7 @@ export {
 } from './archive/io.js';
 export type { ReadOptions } from './archive/stored.js';
 export type { TarFileOptions } from './archive/tar-file.js';
+export { appendLayers, type BuildOptions, layerFromFile } from './builder.js';
 export * from './chain.js';
 export * from './copy.js';
 export {
