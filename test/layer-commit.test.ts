@@ -6,40 +6,14 @@
 // failure.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import {
-  existsSync,
-  lstatSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  rmSync,
-} from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { applyLayer, createLayer, listTar, type TarListing } from '@stevedore/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  bins,
-  buildScratchImage,
-  cleanupAll,
-  type Dockerd,
-  installExitHooks,
-  startDockerd,
-  tmpBase,
-} from './harness/index.js';
+import { useRealComponents } from './harness/guard.js';
+import { buildScratchImage, type Dockerd, startDockerd, tmpBase } from './harness/index.js';
 
-const canRun = process.getuid?.() === 0 && existsSync(bins.dockerd) && existsSync(bins.docker);
-const required = process.env.STEVEDORE_REQUIRE_DOCKER === '1';
-
-installExitHooks();
-afterAll(async () => {
-  await cleanupAll();
-});
-
-it.runIf(required && !canRun)('STEVEDORE_REQUIRE_DOCKER=1 but root or dockerd is missing', () => {
-  expect.fail(`need root and ${bins.dockerd}, ${bins.docker}`);
-});
+const { canRun } = useRealComponents({ registry: false });
 
 const IMAGE = 'sd-commit-base:1';
 const COMMITTED = 'sd-commit-img2:1';

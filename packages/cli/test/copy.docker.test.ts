@@ -1,34 +1,21 @@
 // `stevedore copy` with the real dockerd: what we push, docker pulls and runs; what docker saves,
 // we turn into an OCI layout and back into a docker-archive that docker loads and runs.
 // Skips when not root or dockerd is missing, unless STEVEDORE_REQUIRE_DOCKER=1 (then it fails).
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { useRealComponents } from '../../../test/harness/guard.js';
 import {
-  bins,
   buildScratchImage,
-  cleanupAll,
   type Dockerd,
-  installExitHooks,
   type Registry,
   startDockerd,
   startRegistry,
 } from '../../../test/harness/index.js';
 import { busyboxImage, stevedore, writeLayout } from './fixtures.js';
 
-const canRun =
-  process.getuid?.() === 0 && existsSync(bins.dockerd) && existsSync(bins.docker) && existsSync(bins.registry);
-const required = process.env.STEVEDORE_REQUIRE_DOCKER === '1';
-
-installExitHooks();
-afterAll(async () => {
-  await cleanupAll();
-});
-
-it.runIf(required && !canRun)('STEVEDORE_REQUIRE_DOCKER=1 but root, dockerd or the registry is missing', () => {
-  expect.fail(`need root and ${bins.dockerd}, ${bins.docker}, ${bins.registry}`);
-});
+const { canRun } = useRealComponents({ registry: true });
 
 describe.skipIf(!canRun)('stevedore copy with dockerd', () => {
   let d: Dockerd;

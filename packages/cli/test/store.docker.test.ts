@@ -7,30 +7,17 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { useRealComponents } from '../../../test/harness/guard.js';
 import {
-  bins,
   buildScratchImage,
-  cleanupAll,
   type Dockerd,
-  installExitHooks,
   type Registry,
   startDockerd,
   startRegistry,
 } from '../../../test/harness/index.js';
 import { busyboxBytes, layeredImage, stevedore, writeLayout } from './fixtures.js';
 
-const canRun =
-  process.getuid?.() === 0 && existsSync(bins.dockerd) && existsSync(bins.docker) && existsSync(bins.registry);
-const required = process.env.STEVEDORE_REQUIRE_DOCKER === '1';
-
-installExitHooks();
-afterAll(async () => {
-  await cleanupAll();
-});
-
-it.runIf(required && !canRun)('STEVEDORE_REQUIRE_DOCKER=1 but root, dockerd or the registry is missing', () => {
-  expect.fail(`need root and ${bins.dockerd}, ${bins.docker}, ${bins.registry}`);
-});
+const { canRun } = useRealComponents({ registry: true });
 
 describe.skipIf(!canRun)('stevedore store with root and dockerd', () => {
   let d: Dockerd;

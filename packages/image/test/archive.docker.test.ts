@@ -17,29 +17,13 @@ import {
   writeDockerArchive,
 } from '@stevedore/image';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  bins,
-  buildScratchImage,
-  cleanupAll,
-  type Dockerd,
-  installExitHooks,
-  startDockerd,
-} from '../../../test/harness/index.js';
+import { useRealComponents } from '../../../test/harness/guard.js';
+import { buildScratchImage, type Dockerd, startDockerd } from '../../../test/harness/index.js';
 import { collect } from './archive-fixtures.js';
 
 const SKOPEO = process.env.STEVEDORE_SKOPEO ?? '/usr/bin/skopeo';
 const UMOCI = process.env.STEVEDORE_UMOCI ?? '/usr/bin/umoci';
-const canRun = process.getuid?.() === 0 && existsSync(bins.dockerd) && existsSync(bins.docker);
-const required = process.env.STEVEDORE_REQUIRE_DOCKER === '1';
-
-installExitHooks();
-afterAll(async () => {
-  await cleanupAll();
-});
-
-it.runIf(required && !canRun)('STEVEDORE_REQUIRE_DOCKER=1 but root or dockerd is missing', () => {
-  expect.fail(`need root and ${bins.dockerd}, ${bins.docker}`);
-});
+const { canRun } = useRealComponents({ registry: false });
 
 const A = 'sd-arc-a:1';
 const A2 = 'sd-arc-a:extra';

@@ -7,12 +7,11 @@
 import { existsSync } from 'node:fs';
 import { InvalidReferenceError, parseReference, type ReferenceErrorCode } from '@stevedore/image';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { useRealComponents } from '../../../test/harness/guard.js';
 import {
   bins,
   buildScratchImage,
-  cleanupAll,
   type Dockerd,
-  installExitHooks,
   type RunResult,
   run,
   startDockerd,
@@ -23,11 +22,6 @@ const isRoot = process.getuid?.() === 0;
 const haveDocker = existsSync(bins.dockerd) && existsSync(bins.docker);
 const haveModern = existsSync(MODERN_CLI);
 const SOURCE = 'stevedore-ref-src:1';
-
-installExitHooks();
-afterAll(async () => {
-  await cleanupAll();
-});
 
 /** Our error for `input`, or undefined when it parses. */
 function ours(input: string): InvalidReferenceError | undefined {
@@ -101,6 +95,8 @@ const VALID: [input: string, listed: string][] = [
   [`foo:${'t'.repeat(128)}`, `foo:${'t'.repeat(128)}`],
   [`${'b'.repeat(237)}`, `${'b'.repeat(237)}:latest`], // docker.io/library/ + 237 = 255: the limit of both
 ];
+
+useRealComponents();
 
 describe.skipIf(!isRoot || !haveDocker)('references compared with the real docker', () => {
   let d: Dockerd;

@@ -19,24 +19,16 @@ import {
   selectPlatform,
 } from '@stevedore/image';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { useRealComponents } from '../../../test/harness/guard.js';
 import {
-  bins,
   buildScratchImage,
-  cleanupAll,
   type Dockerd,
-  installExitHooks,
   type Registry,
   startDockerd,
   startRegistry,
 } from '../../../test/harness/index.js';
 
-const canRun =
-  process.getuid?.() === 0 && existsSync(bins.dockerd) && existsSync(bins.docker) && existsSync(bins.registry);
-
-installExitHooks();
-afterAll(async () => {
-  await cleanupAll();
-});
+const { canRun } = useRealComponents({ registry: true });
 
 async function get(url: string, accept: string): Promise<{ bytes: Uint8Array; contentType: string; digest: string }> {
   const res = await fetch(url, { headers: { Accept: accept } });

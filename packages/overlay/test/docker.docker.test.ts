@@ -12,12 +12,10 @@ import { listTarFile } from '@stevedore/core';
 import { chainIds, parseReference } from '@stevedore/image';
 import { pushImage, RegistryClient } from '@stevedore/registry';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { useRealComponents } from '../../../test/harness/guard.js';
 import {
-  bins,
   buildScratchImage,
-  cleanupAll,
   type Dockerd,
-  installExitHooks,
   type Registry,
   startDockerd,
   startRegistry,
@@ -25,18 +23,7 @@ import {
 import { MergedView, mount, overlayXattrs, Store, storedImage, umount } from '../src/index.js';
 import { asObject, walkTree, walkView } from './fixtures.js';
 
-const canRun =
-  process.getuid?.() === 0 && existsSync(bins.dockerd) && existsSync(bins.docker) && existsSync(bins.registry);
-const required = process.env.STEVEDORE_REQUIRE_DOCKER === '1';
-
-installExitHooks();
-afterAll(async () => {
-  await cleanupAll();
-});
-
-it.runIf(required && !canRun)('STEVEDORE_REQUIRE_DOCKER=1 but root, dockerd or the registry is missing', () => {
-  expect.fail(`need root and ${bins.dockerd}, ${bins.docker}, ${bins.registry}`);
-});
+const { canRun } = useRealComponents({ registry: true });
 
 const read = (p: string) => readFileSync(p, 'utf8');
 const readOpt = (p: string) => (existsSync(p) ? readFileSync(p, 'utf8') : '');

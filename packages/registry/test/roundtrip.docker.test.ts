@@ -9,12 +9,10 @@ import path from 'node:path';
 import { sha256 } from '@stevedore/core';
 import { copyImage, OciLayoutReader, ociLayoutSink, parseReference } from '@stevedore/image';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { useRealComponents } from '../../../test/harness/guard.js';
 import {
-  bins,
   buildScratchImage,
-  cleanupAll,
   type Dockerd,
-  installExitHooks,
   type Registry,
   startDockerd,
   startRegistry,
@@ -23,18 +21,7 @@ import { pullImage, RegistryClient, registrySink } from '../src/index.js';
 import { busyboxImage } from './fixtures.js';
 
 const SKOPEO = process.env.STEVEDORE_SKOPEO ?? '/usr/bin/skopeo';
-const canRun =
-  process.getuid?.() === 0 && existsSync(bins.dockerd) && existsSync(bins.docker) && existsSync(bins.registry);
-const required = process.env.STEVEDORE_REQUIRE_DOCKER === '1';
-
-installExitHooks();
-afterAll(async () => {
-  await cleanupAll();
-});
-
-it.runIf(required && !canRun)('STEVEDORE_REQUIRE_DOCKER=1 but root, dockerd or the registry is missing', () => {
-  expect.fail(`need root and ${bins.dockerd}, ${bins.docker}, ${bins.registry}`);
-});
+const { canRun } = useRealComponents({ registry: true });
 
 describe.skipIf(!canRun)('registry round trips with dockerd', () => {
   let d: Dockerd;

@@ -1,31 +1,15 @@
 // The web inspector on a real `docker save` from a private dockerd. Skips when not root or
 // dockerd is missing, unless STEVEDORE_REQUIRE_DOCKER=1, which turns the skip into a failure.
-import { existsSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  bins,
-  buildScratchImage,
-  cleanupAll,
-  type Dockerd,
-  installExitHooks,
-  startDockerd,
-} from '../../../test/harness/index.js';
+import { useRealComponents } from '../../../test/harness/guard.js';
+import { buildScratchImage, type Dockerd, startDockerd } from '../../../test/harness/index.js';
 import { launch, openArchive, results, searchTree, serveDist, workDir } from './support.js';
 
-const canRun = process.getuid?.() === 0 && existsSync(bins.dockerd) && existsSync(bins.docker);
-const required = process.env.STEVEDORE_REQUIRE_DOCKER === '1';
-
-installExitHooks();
-afterAll(async () => {
-  await cleanupAll();
-});
-
-it.runIf(required && !canRun)('STEVEDORE_REQUIRE_DOCKER=1 but root or dockerd is missing', () => {
-  expect.fail(`need root and ${bins.dockerd}, ${bins.docker}`);
-});
+const { canRun } = useRealComponents({ registry: false });
 
 const TAG = 'sd-web-docker:1';
 
