@@ -8,10 +8,10 @@ cd "$(dirname "$0")/.."
 mode=${1:-build}
 
 # Debian's packaged crates feed the offline cargo source; rustc-web/rust-web-src/lld build wasm.
-# The demo serves its image from docker-registry and builds it from busybox-static.
+# The demo builds its image from busybox-static (and serves it with our own registry).
 build_pkgs=(rustc-web cargo-web rust-web-src lld pkg-config
   librust-sha2-dev librust-flate2-dev librust-libc-dev librust-zstd-dev libzstd-dev
-  docker-registry busybox-static)
+  busybox-static)
 test_pkgs=(docker.io docker-registry skopeo umoci fuse-overlayfs pigz zstd busybox-static
   apache2-utils openssl attr chromium tmux hyperfine)
 

@@ -8,6 +8,7 @@ import { digestCommand } from './commands/digest.js';
 import { historyCommand, inspectCommand } from './commands/inspect.js';
 import { registerStoreCommands } from './commands/register-store.js';
 import { blobCommand, catalogCommand, manifestCommand, tagsCommand } from './commands/remote.js';
+import { garbageCollectCommand, type ServeOptions, serveCommand } from './commands/serve.js';
 import type { StoreOpts } from './commands/store.js';
 import { makeOutput, style } from './output.js';
 
@@ -185,6 +186,32 @@ function program(): Command {
     .action((registry: string) => logoutCommand(registry, out()));
 
   registerStoreCommands(p, { out, g, examples, insecure, platform });
+
+  p.command('serve')
+    .description('run an OCI distribution registry over a directory (the reference registry layout)')
+    .argument('<root>', 'data directory (holds docker/registry/v2, as distribution writes it)')
+    .option('--addr <host:port>', 'listen address', '127.0.0.1:5000')
+    .option('--htpasswd <file>', 'basic auth from an htpasswd file (bcrypt, as `htpasswd -B` writes)')
+    .option('--tls-cert <file>', 'TLS certificate (PEM)')
+    .option('--tls-key <file>', 'TLS private key (PEM)')
+    .option('--read-only', 'refuse every write')
+    .option('--cors <origin>', 'send CORS headers for this origin (e.g. * for the web inspector)')
+    .option('--no-fsync', 'do not fsync blobs before they become visible')
+    .addHelpText(
+      'after',
+      examples(
+        'stevedore serve /srv/registry --addr 127.0.0.1:5000',
+        'stevedore serve /srv/registry --addr 0.0.0.0:443 --tls-cert cert.pem --tls-key key.pem --htpasswd htpasswd',
+      ),
+    )
+    .action((root: string, o: ServeOptions) => serveCommand(root, o, out()));
+
+  p.command('garbage-collect')
+    .description("delete blobs no manifest references, like the reference registry's garbage-collect")
+    .argument('<root>', 'data directory of `stevedore serve` or the distribution registry')
+    .option('--dry-run', 'only report what would be deleted')
+    .addHelpText('after', examples('stevedore garbage-collect /srv/registry --dry-run'))
+    .action((root: string, o: { dryRun?: boolean }) => garbageCollectCommand(root, o, out()));
 
   p.command('demo')
     .description('a self-contained tour on an embedded default (no network)')

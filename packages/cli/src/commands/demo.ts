@@ -1,6 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -18,18 +16,17 @@ import {
 } from '@stevedore/image';
 import { MergedView, overlaySupported, Store, umount } from '@stevedore/overlay';
 import { registrySink } from '@stevedore/registry';
+import { startServer } from '@stevedore/server';
 import { type Output, style } from '../output.js';
 import { humanSize, registryClient } from './common.js';
 import type { LayersResult } from './layers.js';
 import { layersCommand } from './layers.js';
 import { imagesCommand, loadCommand, mountCommand, pullCommand, saveCommand, umountCommand } from './store.js';
 
-const REGISTRY_BIN = process.env.STEVEDORE_REGISTRY_BIN ?? '/usr/bin/docker-registry';
-
 /**
  * `stevedore demo`: the whole image life cycle on an embedded default, with no network: build a
  * small real image (busybox when the machine has a static one) as an OCI layout, push it to the
- * distribution registry on loopback, pull it into a fresh store with progress, list it, show its
+ * registry (`stevedore serve`, in process) on loopback, pull it into a fresh store with progress, list it, show its
  * layers' waste, mount it (or walk the userspace merged view when not root), save it as a
  * docker-archive and load that into a second store. Every step says where its result lives;
  * everything (registry, mounts, temp dirs) is cleaned up at the end, even on failure, unless
@@ -40,27 +37,14 @@ export async function demoCommand(opts: { keep?: boolean }, out: Output): Promis
   const started = performance.now();
   const step = (n: number, title: string) => out.log(`\n${style.bold(`[${n}] ${title}`)}`);
   const where = (label: string, p: string) => out.log(`    ${style.dim(`${label}:`)} ${p}`);
-  let registry: ChildProcess | undefined;
+  let registry: Awaited<ReturnType<typeof startServer>> | undefined;
   let mounted: string | undefined;
   const cleanup = async () => {
     if (mounted) {
       await umount(mounted).catch(() => {});
       mounted = undefined;
     }
-    if (registry && registry.exitCode === null) {
-      const r = registry;
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(() => {
-          r.kill('SIGKILL');
-          resolve();
-        }, 3000);
-        r.once('exit', () => {
-          clearTimeout(t);
-          resolve();
-        });
-        r.kill('SIGTERM');
-      });
-    }
+    await registry?.close().catch(() => {});
     registry = undefined;
     if (!opts.keep) rmSync(work, { recursive: true, force: true });
   };
@@ -98,28 +82,10 @@ export async function demoCommand(opts: { keep?: boolean }, out: Output): Promis
     out.log(`    ${style.green('ok')}  ${backendKind()} and wasm cores agree on ${blobs.length} blob digests`);
     where('OCI layout', `${layout} (tag demo)`);
 
-    step(2, 'Serve it from the distribution registry on loopback');
-    if (!existsSync(REGISTRY_BIN)) {
-      throw new Error(
-        `demo needs the distribution registry at ${REGISTRY_BIN}: apt-get install docker-registry (tools/setup.sh build installs it)`,
-      );
-    }
-    const port = await freePort();
-    const host = `127.0.0.1:${port}`;
+    step(2, 'Serve it with our registry (`stevedore serve`) on loopback');
     const regDir = join(work, 'registry');
-    mkdirSync(join(regDir, 'storage'), { recursive: true });
-    writeFileSync(
-      join(regDir, 'config.yml'),
-      `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${join(regDir, 'storage')}\n  delete:\n    enabled: true\nhttp:\n  addr: ${host}\n`,
-    );
-    registry = spawn(REGISTRY_BIN, ['serve', join(regDir, 'config.yml')], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let regLog = '';
-    registry.stderr?.on('data', (c: Buffer) => {
-      regLog += c.toString();
-    });
-    await waitForRegistry(`http://${host}/v2/`, registry, () => regLog);
+    registry = await startServer({ root: regDir, addr: '127.0.0.1:0', log: false });
+    const host = `127.0.0.1:${registry.port}`;
     const ref = `${host}/demo/busybox:1`;
     const client = registryClient({ insecureRegistry: [host] });
     try {
@@ -127,8 +93,8 @@ export async function demoCommand(opts: { keep?: boolean }, out: Output): Promis
     } finally {
       await client.close();
     }
-    out.log(`    pushed ${ref} (pid ${registry.pid})`);
-    where('registry storage', join(regDir, 'storage'));
+    out.log(`    pushed ${ref} (${registry.url})`);
+    where('registry storage (the reference registry layout)', join(regDir, 'docker/registry/v2'));
 
     step(3, 'Pull it into a fresh store, with progress');
     const root = join(work, 'store');
@@ -204,32 +170,6 @@ export async function demoCommand(opts: { keep?: boolean }, out: Output): Promis
     await cleanup();
     out.log(style.dim(opts.keep ? `kept ${work}` : `removed ${work} (use --keep to keep it)`));
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
-
-async function waitForRegistry(url: string, p: ChildProcess, logs: () => string): Promise<void> {
-  const deadline = Date.now() + 15_000;
-  while (Date.now() < deadline) {
-    if (p.exitCode !== null) throw new Error(`demo: the registry exited (${p.exitCode}): ${logs().trim()}`);
-    try {
-      const r = await fetch(url);
-      if (r.status === 200) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`demo: the registry did not answer ${url} in 15 s: ${logs().trim()}`);
 }
 
 const enc = new TextEncoder();
