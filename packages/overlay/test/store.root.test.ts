@@ -165,12 +165,17 @@ console.log(r.applied);`;
       [1, 2, 3, 4].map(
         (n) =>
           new Promise<string>((res, rej) => {
-            execFile(process.execPath, [file, String(n)], (e: Error | null, out: string) =>
-              e ? rej(e) : res(out.trim()),
+            execFile(process.execPath, [file, String(n)], (e: Error | null, out: string, err: string) =>
+              e ? rej(new Error(`${e.message}\n${err}`)) : res(out.trim()),
             );
           }),
       ),
     );
+    // Each process prints how many layers it applied; together exactly the 3 layers.
+    expect(
+      procs.every((o) => /^\d+$/.test(o)),
+      JSON.stringify(procs),
+    ).toBe(true);
     expect(procs.map(Number).reduce((a, b) => a + b, 0)).toBe(3);
     expect(ls(path.join(root, 'image/overlay2/layerdb/sha256')).length).toBe(3);
     expect(ls(path.join(root, 'overlay2')).length).toBe(4);
