@@ -160,6 +160,26 @@ fn warnings(env: Env, list: &[Warning]) -> JsResult<napi_value> {
     env.array(&items)
 }
 
+/// The fields apply and create reports share, as a JS object.
+fn report(
+    env: Env,
+    digest: &Digest,
+    diff_id: &Digest,
+    compressed: u64,
+    uncompressed: u64,
+    entries: u64,
+    skipped: &[Warning],
+) -> JsResult<napi_value> {
+    let o = env.object()?;
+    env.set(o, "digest", env.string(&digest.to_string())?)?;
+    env.set(o, "diffId", env.string(&diff_id.to_string())?)?;
+    env.set(o, "compressedSize", env.double(compressed as f64)?)?;
+    env.set(o, "uncompressedSize", env.double(uncompressed as f64)?)?;
+    env.set(o, "entries", env.double(entries as f64)?)?;
+    env.set(o, "skipped", warnings(env, skipped)?)?;
+    Ok(o)
+}
+
 fn io_err(what: &str, path: &std::path::Path, e: std::io::Error) -> JsError {
     JsError::new("ERR_IO", format!("{what} {}: {e}", path.display()))
 }
@@ -192,18 +212,16 @@ pub fn layer_apply(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
             Ok(report)
         },
         |env, r| {
-            let o = env.object()?;
-            env.set(o, "digest", env.string(&r.digest.to_string())?)?;
-            env.set(o, "diffId", env.string(&r.diff_id.to_string())?)?;
-            env.set(o, "compressedSize", env.double(r.compressed_size as f64)?)?;
-            env.set(
-                o,
-                "uncompressedSize",
-                env.double(r.uncompressed_size as f64)?,
+            let o = report(
+                env,
+                &r.digest,
+                &r.diff_id,
+                r.compressed_size,
+                r.uncompressed_size,
+                r.entries,
+                &r.skipped,
             )?;
             env.set(o, "compression", env.string(r.compression.name())?)?;
-            env.set(o, "entries", env.double(r.entries as f64)?)?;
-            env.set(o, "skipped", warnings(env, &r.skipped)?)?;
             Ok(o)
         },
     )
@@ -276,18 +294,15 @@ pub fn layer_create(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
             Ok(report)
         },
         |env, r| {
-            let o = env.object()?;
-            env.set(o, "digest", env.string(&r.digest.to_string())?)?;
-            env.set(o, "diffId", env.string(&r.diff_id.to_string())?)?;
-            env.set(o, "compressedSize", env.double(r.compressed_size as f64)?)?;
-            env.set(
-                o,
-                "uncompressedSize",
-                env.double(r.uncompressed_size as f64)?,
-            )?;
-            env.set(o, "entries", env.double(r.entries as f64)?)?;
-            env.set(o, "skipped", warnings(env, &r.skipped)?)?;
-            Ok(o)
+            report(
+                env,
+                &r.digest,
+                &r.diff_id,
+                r.compressed_size,
+                r.uncompressed_size,
+                r.entries,
+                &r.skipped,
+            )
         },
     )
 }
