@@ -158,7 +158,7 @@ describe.skipIf(!isRoot)('overlay2 store', () => {
     const script = `import { Store } from '${path.resolve('dist/index.js')}';
 const s = await Store.open({ root: ${JSON.stringify(root)} });
 const r = await s.loadOciLayout(${JSON.stringify(layout)}, 'p', { tags: ['procs:' + process.argv[2]] });
-console.log(r.applied);`;
+process.stdout.write(String(r.applied));`; // not console.log: nx sets FORCE_COLOR
     const file = path.join(work, 'load.mjs');
     writeFileSync(file, script);
     const procs = await Promise.all(
