@@ -6,13 +6,13 @@
 // Results: build/bench/layers.json. Ratios are our time ÷ the tool's time (lower is better:
 // 0.25× means a quarter of the other tool's time).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { createWriteStream, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { applyLayer, createLayer } from '@stevedore/core';
 import * as nodeTar from 'tar';
+import { writeGzipLayout } from '../../../tools/bench-lib.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const work = mkdtempSync(join(process.env.STEVEDORE_BENCH_DIR ?? tmpdir(), 'stevedore-bench-layers-'));
@@ -78,48 +78,7 @@ try {
 
   // An OCI layout of it for umoci.
   const layout = join(work, 'layout');
-  mkdirSync(join(layout, 'blobs/sha256'), { recursive: true });
-  const blob = (data) => {
-    const d = createHash('sha256').update(data).digest('hex');
-    writeFileSync(join(layout, 'blobs/sha256', d), data);
-    return { digest: `sha256:${d}`, size: Buffer.byteLength(data) };
-  };
-  for (const l of layers)
-    execFileSync('cp', ['--reflink=auto', l.file, join(layout, 'blobs/sha256', l.digest.slice(7))]);
-  const config = blob(
-    JSON.stringify({
-      architecture: 'amd64',
-      os: 'linux',
-      config: {},
-      rootfs: { type: 'layers', diff_ids: layers.map((l) => l.diffId) },
-    }),
-  );
-  const manifest = blob(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-      layers: layers.map((l) => ({
-        mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip',
-        digest: l.digest,
-        size: l.compressedSize,
-      })),
-    }),
-  );
-  writeFileSync(join(layout, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  writeFileSync(
-    join(layout, 'index.json'),
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [
-        {
-          mediaType: 'application/vnd.oci.image.manifest.v1+json',
-          ...manifest,
-          annotations: { 'org.opencontainers.image.ref.name': 'bench' },
-        },
-      ],
-    }),
-  );
+  writeGzipLayout(layout, layers, 'bench');
 
   const fresh = (name) => {
     const d = join(work, name);

@@ -30,6 +30,7 @@ import {
 import { cpus, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { stepTable } from '../../../tools/bench-lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../../..');
@@ -236,28 +237,8 @@ const dirBytes = (d) => {
 
 // ---- run -------------------------------------------------------------------------------------
 
-const results = [];
 const mb = (b) => b / 1e6;
-function row(group, name, bytes, m, ref) {
-  const r = {
-    group,
-    name,
-    seconds: m.seconds,
-    mbps: mb(bytes) / m.seconds,
-    maxRssMiB: m.maxRssKiB / 1024,
-    ...(m.opSeconds !== undefined ? { opSeconds: m.opSeconds } : {}),
-  };
-  const refRow = ref && results.find((x) => x.group === group && x.name === ref);
-  if (refRow) r.ratio = m.seconds / refRow.seconds;
-  results.push(r);
-  console.log(
-    `${group.padEnd(6)} ${name.padEnd(46)} ${m.seconds.toFixed(2).padStart(7)} s ${r.mbps.toFixed(0).padStart(6)} MB/s` +
-      `  rss ${r.maxRssMiB.toFixed(0).padStart(5)} MiB` +
-      (r.opSeconds !== undefined ? `  (op ${r.opSeconds.toFixed(2)} s)` : '') +
-      (r.ratio !== undefined ? `  ${r.ratio.toFixed(2)}× ${ref}` : ''),
-  );
-  return r;
-}
+const { results, row } = stepTable({ groupWidth: 6, nameWidth: 46 });
 
 let exitCode = 0;
 let out;

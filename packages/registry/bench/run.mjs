@@ -19,7 +19,7 @@
 // Usage: node bench/run.mjs            (the benchmark)
 //        node bench/run.mjs step …     (one step, used by the benchmark itself)
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { createCipheriv, createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, randomBytes } from 'node:crypto';
 import {
   closeSync,
   copyFileSync,
@@ -37,6 +37,7 @@ import { createServer } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { stepTable, writeGzipLayout } from '../../../tools/bench-lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../../..');
@@ -224,45 +225,7 @@ async function makeImage(layout) {
     rmSync(out, { force: true });
     layers.push(r);
   }
-  const blob = (data) => {
-    const d = createHash('sha256').update(data).digest('hex');
-    writeFileSync(join(layout, 'blobs', 'sha256', d), data);
-    return { digest: `sha256:${d}`, size: Buffer.byteLength(data) };
-  };
-  const config = blob(
-    JSON.stringify({
-      architecture: 'amd64',
-      os: 'linux',
-      config: {},
-      rootfs: { type: 'layers', diff_ids: layers.map((l) => l.diffId) },
-    }),
-  );
-  const manifest = blob(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-      layers: layers.map((l) => ({
-        mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip',
-        digest: l.digest,
-        size: l.compressedSize,
-      })),
-    }),
-  );
-  writeFileSync(join(layout, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  writeFileSync(
-    join(layout, 'index.json'),
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [
-        {
-          mediaType: 'application/vnd.oci.image.manifest.v1+json',
-          ...manifest,
-          annotations: { 'org.opencontainers.image.ref.name': TAG },
-        },
-      ],
-    }),
-  );
+  const manifest = writeGzipLayout(layout, layers, TAG);
   return {
     files,
     layers: layers.length,
@@ -311,28 +274,8 @@ function layoutDigest(layout, tag) {
 
 // ---- run -------------------------------------------------------------------------------------
 
-const results = [];
 const mb = (b) => b / 1e6;
-function row(group, name, bytes, m, ref) {
-  const r = {
-    group,
-    name,
-    seconds: m.seconds,
-    mbps: mb(bytes) / m.seconds,
-    maxRssMiB: m.maxRssKiB / 1024,
-    ...(m.opSeconds !== undefined ? { opSeconds: m.opSeconds } : {}),
-  };
-  const refRow = ref && results.find((x) => x.group === group && x.name === ref);
-  if (refRow) r.ratio = m.seconds / refRow.seconds;
-  results.push(r);
-  console.log(
-    `${group.padEnd(5)} ${name.padEnd(44)} ${m.seconds.toFixed(2).padStart(7)} s ${r.mbps.toFixed(0).padStart(6)} MB/s` +
-      `  rss ${r.maxRssMiB.toFixed(0).padStart(5)} MiB` +
-      (r.opSeconds !== undefined ? `  (op ${r.opSeconds.toFixed(2)} s)` : '') +
-      (r.ratio !== undefined ? `  ${r.ratio.toFixed(2)}× skopeo` : ''),
-  );
-  return r;
-}
+const { results, row } = stepTable({ groupWidth: 5, nameWidth: 44 });
 
 let exitCode = 0;
 try {
