@@ -50,18 +50,18 @@ if (core) {
 const layers = load('layers');
 if (layers) {
   const flat = layers.results.filter((r) => r.group !== 'memory');
-  const ours = flat.find((r) => r.name === 'stevedore (apply, verified)');
+  const ours = flat.find((r) => r.name === 'stevedore (flatten, verified)' || r.name === 'stevedore (apply, verified)');
   out.push(
     `**Layer engine** (\`core:bench\`, ${layers.machine}): ${flat[0]?.group}; time, ours ÷ tool (lower is better). Rootfs equal to umoci's: ${layers.rootfsEqualToUmoci}.`,
     '',
   );
-  out.push('| tool | seconds | stevedore apply ÷ tool | note |', '| --- | --- | --- | --- |');
+  out.push('| tool | seconds | stevedore flatten ÷ tool | note |', '| --- | --- | --- | --- |');
   for (const r of flat)
     out.push(
       `| ${cell(r.name)} | ${r.seconds.toFixed(2)} | ${r.name.startsWith('stevedore') ? '' : x(ours.seconds / r.seconds)} | ${r.note ?? ''} |`,
     );
   const mem = layers.results.find((r) => r.group === 'memory');
-  if (mem) out.push('', `Applying a 2 GiB layer: peak RSS ${mem.peakRssMiB.toFixed(0)} MiB.`);
+  if (mem) out.push('', `Flattening a 2 GiB layer: peak RSS ${mem.peakRssMiB.toFixed(0)} MiB.`);
   out.push('');
 }
 

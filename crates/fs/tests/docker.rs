@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use stevedore_core::digest::{hash, Algorithm, Digest};
-use stevedore_fs::{apply_layer, ApplyOptions, WhiteoutMode};
+use stevedore_fs::{apply_layer, flatten_layers, ApplyOptions, WhiteoutMode};
 
 const DOCKERD: &str = "/usr/sbin/dockerd";
 const DOCKER: &str = "/usr/bin/docker";
@@ -589,6 +589,29 @@ fn layers_match_dockerd_umoci_and_the_kernel() {
     let diff = diff_maps(&umoci, &ours);
     if !diff.is_empty() {
         problems.push(format!("apply mode (umoci vs ours):\n{}", diff.join("\n")));
+    }
+    // The parallel flatten (staged, then replayed) gives the same tree.
+    let flat2 = scratch.path("flat-parallel");
+    fs::create_dir(&flat2).unwrap();
+    flatten_layers(
+        layers
+            .iter()
+            .map(|l| {
+                let o = ApplyOptions {
+                    mode: WhiteoutMode::Apply,
+                    ..ApplyOptions::default()
+                };
+                (&l[..], o)
+            })
+            .collect(),
+        &flat2,
+        4,
+        |_| {},
+    )
+    .unwrap();
+    let diff = diff_maps(&umoci, &merged_view(&flat2));
+    if !diff.is_empty() {
+        problems.push(format!("flatten (umoci vs ours):\n{}", diff.join("\n")));
     }
 
     let merged = scratch.path("merged");

@@ -19,8 +19,8 @@ use stevedore_core::digest::{hash, Algorithm};
 use stevedore_core::overlay::XattrNamespace;
 use stevedore_core::tar::{EntryKind, Header, Timestamp};
 use stevedore_fs::{
-    apply_layer, create_layer, ApplyOptions, Compression, CreateCompression, CreateMode,
-    CreateOptions, WhiteoutMode,
+    apply_layer, create_layer, flatten_layers, ApplyOptions, Compression, CreateCompression,
+    CreateMode, CreateOptions, WhiteoutMode,
 };
 
 fn opts(mode: WhiteoutMode) -> ApplyOptions {
@@ -788,4 +788,186 @@ fn hard_links_in_the_source_become_hard_link_entries() {
             ("b-two".into(), EntryKind::Hardlink, "a/one".into()),
         ]
     );
+}
+
+// --- flatten ---------------------------------------------------------------------------------
+
+/// Hard-link groups of a tree: the sorted relative paths sharing each inode (groups of 2+).
+fn link_groups(root: &Path) -> Vec<Vec<PathBuf>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut by_inode: BTreeMap<(u64, u64), Vec<PathBuf>> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let md = fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                stack.push(p.clone());
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_path_buf();
+                by_inode.entry((md.dev(), md.ino())).or_default().push(rel);
+            }
+        }
+    }
+    let mut groups: Vec<Vec<PathBuf>> = by_inode
+        .into_values()
+        .filter(|g| g.len() > 1)
+        .map(|mut g| {
+            g.sort();
+            g
+        })
+        .collect();
+    groups.sort();
+    groups
+}
+
+/// A third layer that exercises what a replay must get right: an implicit parent through a
+/// lower symlink (`lib2/x` where `lib2 -> usr/share`), a hard link to a lower layer's file, a
+/// path written twice, a whiteout of a whole lower tree, a file replaced by a symlink, and the
+/// root's own metadata (`./`).
+fn third_layer() -> Vec<Member> {
+    vec![
+        meta(dir("."), 0o750, 0, 0, 1_600_000_000, 0),
+        file("usr/share/doc", "doc"),
+        symlink("lib2", "usr/share"),
+        file("lib2/through-the-link", "lands in usr/share"),
+        hardlink("etc/passwd-again", "etc/passwd"),
+        file("twice", "first"),
+        file("twice", "second"),
+        file(".wh.opt", ""),
+        symlink("dir-to-file", "etc"),
+        meta(file("etc/late", "late"), 0o600, 3, 4, 1_000, 0),
+    ]
+}
+
+fn flatten_layers_of(members: Vec<Vec<Member>>) -> Vec<Vec<u8>> {
+    members
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let tar = archive(m);
+            // Mixed compression: the stager must handle each kind.
+            if i % 2 == 1 {
+                gzip(&tar)
+            } else {
+                tar
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn flatten_equals_applying_layer_by_layer() {
+    let root = is_root();
+    let layers = flatten_layers_of(vec![
+        rich_layer(root).into_iter().chain(lower_layer()).collect(),
+        upper_layer(),
+        third_layer(),
+    ]);
+    let scratch = Scratch::new("flatten");
+    let one_by_one = scratch.path("one-by-one");
+    let flat = scratch.path("flat");
+    for d in [&one_by_one, &flat] {
+        fs::create_dir(d).unwrap();
+        fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let mut reports = Vec::new();
+    for l in &layers {
+        reports.push(apply_layer(&l[..], &one_by_one, &opts(WhiteoutMode::Apply), |_| {}).unwrap());
+    }
+    for parallel in [1, 3] {
+        let _ = fs::remove_dir_all(&flat);
+        fs::create_dir(&flat).unwrap();
+        fs::set_permissions(&flat, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let got = flatten_layers(
+            layers
+                .iter()
+                .map(|l| (&l[..], opts(WhiteoutMode::Apply)))
+                .collect(),
+            &flat,
+            parallel,
+            |_| {},
+        )
+        .unwrap();
+        for (a, b) in reports.iter().zip(&got) {
+            assert_eq!(
+                (&a.digest, &a.diff_id, a.entries),
+                (&b.digest, &b.diff_id, b.entries)
+            );
+        }
+        // Directories no layer lists (implied by a deeper entry) get the time they were made:
+        // their mtimes are not the layers' to compare.
+        let implied = |p: &Path| {
+            ["dev", "run", "usr/share"]
+                .iter()
+                .any(|d| p == Path::new(d))
+                || p.starts_with("deep")
+        };
+        let without_implied_mtimes = |root: &Path| -> BTreeMap<PathBuf, String> {
+            snapshot(root, &[], true)
+                .into_iter()
+                .map(|(p, d)| {
+                    if implied(&p) && d.starts_with("dir ") {
+                        let cut = d.find(" mtime=").unwrap();
+                        let rest = &d[cut + 7..];
+                        let rest = &rest[rest.find(' ').unwrap()..];
+                        (p, format!("{}{rest}", &d[..cut]))
+                    } else {
+                        (p, d)
+                    }
+                })
+                .collect()
+        };
+        let a = without_implied_mtimes(&one_by_one);
+        let b = without_implied_mtimes(&flat);
+        let diff = diff_maps(&a, &b);
+        assert!(diff.is_empty(), "parallel {parallel}:\n{}", diff.join("\n"));
+        assert_eq!(describe(&one_by_one, true), describe(&flat, true));
+        assert_eq!(link_groups(&one_by_one), link_groups(&flat));
+    }
+    // The layers did what the test means them to do.
+    assert_eq!(
+        fs::read_to_string(flat.join("usr/share/through-the-link")).unwrap(),
+        "lands in usr/share"
+    );
+    assert_eq!(fs::read_to_string(flat.join("twice")).unwrap(), "second");
+    assert!(!flat.join("opt").exists());
+    assert!(fs::symlink_metadata(flat.join("dir-to-file"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
+fn flatten_changes_nothing_when_any_layer_is_bad() {
+    let layers = flatten_layers_of(vec![lower_layer(), upper_layer(), third_layer()]);
+    let scratch = Scratch::new("flatten-bad");
+    let target = scratch.path("rootfs");
+    fs::create_dir(&target).unwrap();
+    fs::write(target.join("already-here"), "keep").unwrap();
+    let before = snapshot(&target, &[], true);
+    let root_before = describe(&target, true);
+    // The last layer's diff_id is wrong: found after the first two were staged.
+    let mut list: Vec<(&[u8], ApplyOptions)> = layers
+        .iter()
+        .map(|l| (&l[..], opts(WhiteoutMode::Apply)))
+        .collect();
+    list[2].1.expected_diff_id = Some(hash(Algorithm::Sha256, b"not this layer"));
+    let e = flatten_layers(list, &target, 2, |_| {}).unwrap_err();
+    assert_eq!(e.layer, Some(2));
+    assert_eq!(e.error.code(), "ERR_DIGEST_MISMATCH");
+    assert!(e.to_string().starts_with("layer 2: "), "{e}");
+    assert_eq!(snapshot(&target, &[], true), before);
+    assert_eq!(describe(&target, true), root_before);
+    // An unsafe path in layer 1 names the entry; nothing changed either.
+    let evil = archive(vec![file("../escape", "x")]);
+    let list: Vec<(&[u8], ApplyOptions)> = vec![
+        (&layers[0][..], opts(WhiteoutMode::Apply)),
+        (&evil[..], opts(WhiteoutMode::Apply)),
+    ];
+    let e = flatten_layers(list, &target, 2, |_| {}).unwrap_err();
+    assert_eq!(e.layer, Some(1));
+    assert!(e.to_string().contains("../escape"), "{e}");
+    assert_eq!(snapshot(&target, &[], true), before);
+    assert!(!scratch.path("escape").exists());
 }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use stevedore_core::overlay::XattrNamespace;
 use stevedore_core::Digest;
 use stevedore_fs::{
-    apply_layer, create_layer, ApplyOptions, CreateCompression, CreateMode, CreateOptions,
-    MtimePolicy, Progress, Warning, WhiteoutMode,
+    apply_layer, create_layer, flatten_layers, ApplyOptions, CreateCompression, CreateMode,
+    CreateOptions, MtimePolicy, Progress, Warning, WhiteoutMode,
 };
 
 /// Progress counters shared between a running task and JS.
@@ -223,6 +223,73 @@ pub fn layer_apply(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
             )?;
             env.set(o, "compression", env.string(r.compression.name())?)?;
             Ok(o)
+        },
+    )
+}
+
+/// `layerFlatten(sourceFiles[], targetDir, options[] (one per layer, nullable entries),
+/// parallel|null, progress|null) -> Promise<ApplyReport[]>`: every layer in apply mode onto
+/// `targetDir`, staged in parallel and replayed in order (see `stevedore_fs::flatten_layers`).
+/// A failure names its layer in the message (`layer N: ...`).
+pub fn layer_flatten(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
+    let sources = env.get_array(args[0], "sources")?;
+    let sources = sources
+        .into_iter()
+        .map(|v| env.get_string(v, "source").map(PathBuf::from))
+        .collect::<JsResult<Vec<_>>>()?;
+    let target = PathBuf::from(env.get_string(args[1], "target")?);
+    let options = if env.is_nullish(args[2])? {
+        Vec::new()
+    } else {
+        env.get_array(args[2], "options")?
+    };
+    let mut opts = Vec::with_capacity(sources.len());
+    for i in 0..sources.len() {
+        let mut o = match options.get(i) {
+            Some(&v) if !env.is_nullish(v)? => apply_options(env, v)?,
+            _ => ApplyOptions::default(),
+        };
+        o.mode = WhiteoutMode::Apply;
+        opts.push(o);
+    }
+    let parallel = if env.is_nullish(args[3])? {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        env.get_f64(args[3], "parallel")?.max(1.0) as usize
+    };
+    let progress = progress_of(env, args[4])?;
+    env.spawn(
+        "stevedore:layerFlatten",
+        &[],
+        move || {
+            let mut layers = Vec::with_capacity(sources.len());
+            for (source, o) in sources.iter().zip(opts) {
+                let file = File::open(source).map_err(|e| io_err("open layer", source, e))?;
+                layers.push((BufReader::with_capacity(1 << 20, file), o));
+            }
+            flatten_layers(layers, &target, parallel, |p| {
+                if let Some(cell) = &progress {
+                    cell.store(p);
+                }
+            })
+            .map_err(|e| JsError::new(e.error.code(), e.to_string()))
+        },
+        |env, reports| {
+            let mut items = Vec::with_capacity(reports.len());
+            for r in &reports {
+                let o = report(
+                    env,
+                    &r.digest,
+                    &r.diff_id,
+                    r.compressed_size,
+                    r.uncompressed_size,
+                    r.entries,
+                    &r.skipped,
+                )?;
+                env.set(o, "compression", env.string(r.compression.name())?)?;
+                items.push(o);
+            }
+            env.array(&items)
         },
     )
 }

@@ -148,6 +148,7 @@ const EXPORTS: &[(&str, Callback)] = &[
     ("progressCreate", engine::progress_create),
     ("progressRead", engine::progress_read),
     ("layerApply", engine::layer_apply),
+    ("layerFlatten", engine::layer_flatten),
     ("layerCreate", engine::layer_create),
 ];
 

@@ -23,6 +23,9 @@ export {
   type CreateLayerOptions,
   type CreateLayerReport,
   createLayer,
+  type FlattenLayer,
+  type FlattenOptions,
+  flattenLayers,
   type LayerProgress,
   type LayerWarning,
 } from './engine.js';

@@ -60,6 +60,13 @@ export interface NativeAddon {
     options: object | null,
     progress: unknown,
   ): Promise<import('./engine.js').ApplyLayerReport>;
+  layerFlatten(
+    sources: string[],
+    target: string,
+    options: (object | null)[] | null,
+    parallel: number | null,
+    progress: unknown,
+  ): Promise<import('./engine.js').ApplyLayerReport[]>;
   layerCreate(
     source: string,
     out: string,

@@ -17,7 +17,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { applyLayer, createLayer, type LayerProgress, listTar, writeTar } from '@stevedore/core';
+import { applyLayer, createLayer, flattenLayers, type LayerProgress, listTar, writeTar } from '@stevedore/core';
 import { afterAll, describe, expect, it } from 'vitest';
 
 const work = mkdtempSync(join(tmpdir(), 'stevedore-engine-'));
@@ -115,6 +115,54 @@ describe('applyLayer', () => {
 
   it('reports a missing source file with ERR_IO', async () => {
     await expect(applyLayer(join(work, 'none.blob'), join(work, 'x'))).rejects.toMatchObject({ code: 'ERR_IO' });
+  });
+});
+
+describe('flattenLayers', () => {
+  it('gives the tree applying layer by layer gives, with digests checked and progress summed', async () => {
+    const base = layer('fl-base', { 'etc/a': 'a', 'etc/b': 'b', 'opt/x/1': '1', big: 'z'.repeat(2_000_000) }, 'none');
+    const mid = layer('fl-mid', { 'etc/.wh.a': '', 'opt/x/.wh..wh..opq': '', 'opt/x/2': '2' }, 'zstd');
+    const top = layer('fl-top', { 'etc/b': 'b2', 'new/file': 'n' });
+    const one = join(work, 'fl-one');
+    const flat = join(work, 'fl-flat');
+    mkdirSync(one);
+    mkdirSync(flat);
+    for (const l of [base, mid, top]) await applyLayer(l.file, one, { mode: 'apply' });
+    const seen: LayerProgress[] = [];
+    const reports = await flattenLayers(
+      [base, mid, top].map((l) => ({ source: l.file, expectedDigest: l.digest, expectedDiffId: l.diffId })),
+      flat,
+      { onProgress: (p) => seen.push(p), progressIntervalMs: 5 },
+    );
+    expect(reports.map((r) => r.diffId)).toEqual([base.diffId, mid.diffId, top.diffId]);
+    expect(reports.map((r) => r.compression)).toEqual(['tar', 'zstd', 'gzip']);
+    const tree = (root: string) =>
+      execFileSync('find', ['.', '-printf', '%p %y %m %s\n'], { cwd: root }).toString().split('\n').sort();
+    expect(tree(flat)).toEqual(tree(one));
+    expect(readFileSync(join(flat, 'etc/b'), 'utf8')).toBe('b2');
+    expect(readdirSync(join(flat, 'opt/x'))).toEqual(['2']);
+    const total = reports.reduce((n, r) => n + r.uncompressedSize, 0);
+    expect(seen.at(-1)?.uncompressed).toBe(total);
+  });
+
+  it('names the failing layer and leaves the target as it was', async () => {
+    const base = layer('flb-base', { keep: 'k' }, 'none');
+    const top = layer('flb-top', { other: 'o' });
+    const target = join(work, 'flb');
+    mkdirSync(target);
+    writeFileSync(join(target, 'mine'), 'm');
+    const wrong = sha256('not it');
+    const err = await flattenLayers(
+      [
+        { source: base.file, expectedDiffId: base.diffId },
+        { source: top.file, expectedDigest: wrong },
+      ],
+      target,
+    ).catch((e) => e);
+    expect(err).toMatchObject({ code: 'ERR_DIGEST_MISMATCH' });
+    expect(err.message).toMatch(/^layer 1: /);
+    expect(err.message).toContain(top.digest);
+    expect(readdirSync(target)).toEqual(['mine']);
   });
 });
 

@@ -11,9 +11,9 @@ import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/
 import path from 'node:path';
 import { promisify } from 'node:util';
 import {
-  applyLayer,
   createLayer,
   type EntryType,
+  flattenLayers,
   Hasher,
   type LayerEntryInput,
   LayerIndex,
@@ -174,7 +174,12 @@ export class MergedView {
 
   static async fromDirs(dirs: string[], options: { hash?: boolean } = {}): Promise<MergedView> {
     const indexes = await Promise.all(
-      dirs.map(async (d) => LayerIndex.fromEntries((await walkDiffDir(d, options)).map(toLayerEntry), 'overlay')),
+      dirs.map(async (d) => {
+        const entries = await walkDiffDir(d, options);
+        // An unprivileged store marks opaque dirs in the `user.` namespace (store.ts).
+        const user = entries.some((e) => e.xattrs.some(([k]) => k.startsWith('user.overlay.')));
+        return LayerIndex.fromEntries(entries.map(toLayerEntry), user ? 'overlay-user' : 'overlay');
+      }),
     );
     return new MergedView(new LayerStack(indexes), dirs);
   }
@@ -212,21 +217,19 @@ export class MergedView {
 }
 
 /**
- * Flattens a stored image into `target` (absent or empty): each layer blob from the content
- * store is applied in `apply` mode, base first (whiteouts delete).
+ * Flattens a stored image into `target` (absent or empty): the layer blobs from the content
+ * store are applied in `apply` mode, base first (whiteouts delete) — staged in parallel and
+ * replayed in order by the core's `flattenLayers`, every digest checked before `target` changes.
  */
 export async function unpack(store: Store, image: string, target: string): Promise<void> {
   const img = await store.image(image);
   const blobs = await store.layerBlobs(img);
   const diffIds = img.config.rootfs.diff_ids;
   await mkdir(target, { recursive: true, mode: 0o755 });
-  for (let i = 0; i < blobs.length; i++) {
-    await applyLayer(store.blobPath(blobs[i]!.digest), target, {
-      mode: 'apply',
-      expectedDigest: blobs[i]!.digest,
-      expectedDiffId: diffIds[i]!,
-    });
-  }
+  await flattenLayers(
+    blobs.map((b, i) => ({ source: store.blobPath(b.digest), expectedDigest: b.digest, expectedDiffId: diffIds[i]! })),
+    target,
+  );
 }
 
 /** Writes the flattened rootfs of a stored image as a tar (`compression` default none). */

@@ -69,7 +69,7 @@ fn apply_with<F: Fs, S>(
 ) -> Result<ApplyReport>
 where
     S: FnOnce(
-        &mut Sink<'_, '_, F>,
+        &mut Sink<'_, Applier<'_, F>>,
         &ApplyOptions,
         Algorithm,
         &mut dyn FnMut(Progress),
@@ -104,15 +104,15 @@ enum Msg {
     End(Result<StreamEnd>),
 }
 
-fn run<F: Fs, S>(
+pub(crate) fn run<E: EntrySink, S>(
     stream: S,
-    applier: &mut Applier<'_, F>,
+    applier: &mut E,
     opts: &ApplyOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ApplyReport>
 where
     S: FnOnce(
-        &mut Sink<'_, '_, F>,
+        &mut Sink<'_, E>,
         &ApplyOptions,
         Algorithm,
         &mut dyn FnMut(Progress),
@@ -169,11 +169,11 @@ where
 }
 
 /// Decompression on a helper thread, tar and files on this one.
-fn pipelined<F: Fs, R: Read + Send>(
+pub(crate) fn pipelined<E: EntrySink, R: Read + Send>(
     reader: R,
     algorithm: Algorithm,
     opts: &ApplyOptions,
-    sink: &mut Sink<'_, '_, F>,
+    sink: &mut Sink<'_, E>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<StreamEnd> {
     let limits = opts.limits;
@@ -229,7 +229,7 @@ fn pipelined<F: Fs, R: Read + Send>(
                     progress(Progress {
                         compressed_in: compressed,
                         uncompressed_out: produced,
-                        entries: sink.applier.entries,
+                        entries: sink.applier.entries(),
                     });
                     let _ = free_tx.send(chunk);
                 }
@@ -243,11 +243,11 @@ fn pipelined<F: Fs, R: Read + Send>(
 }
 
 /// Everything on the calling thread (wasm, or when asked).
-fn inline<F: Fs, R: Read>(
+pub(crate) fn inline<E: EntrySink, R: Read>(
     reader: R,
     algorithm: Algorithm,
     opts: &ApplyOptions,
-    sink: &mut Sink<'_, '_, F>,
+    sink: &mut Sink<'_, E>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<StreamEnd> {
     let mut source = Source::new(reader, algorithm, opts.limits)?;
@@ -259,7 +259,7 @@ fn inline<F: Fs, R: Read>(
         progress(Progress {
             compressed_in: source.compressed(),
             uncompressed_out: source.produced(),
-            entries: sink.applier.entries,
+            entries: sink.applier.entries(),
         });
         if !more {
             return Ok(source.finish());
@@ -267,8 +267,38 @@ fn inline<F: Fs, R: Read>(
     }
 }
 
+/// What the tar side drives: the [`Applier`], or the stager of a flatten
+/// (`layer/staged.rs`).
+pub(crate) trait EntrySink {
+    fn entry(&mut self, h: &Header) -> Result<()>;
+    fn data(&mut self, data: &[u8]) -> Result<()>;
+    fn end_entry(&mut self) -> Result<()>;
+    /// Entries seen so far.
+    fn entries(&self) -> u64;
+    /// Whether a regular file is open (the archive must not end there).
+    fn in_file(&self) -> bool;
+}
+
+impl<F: Fs> EntrySink for Applier<'_, F> {
+    fn entry(&mut self, h: &Header) -> Result<()> {
+        Applier::entry(self, h)
+    }
+    fn data(&mut self, data: &[u8]) -> Result<()> {
+        Applier::data(self, data)
+    }
+    fn end_entry(&mut self) -> Result<()> {
+        Applier::end_entry(self)
+    }
+    fn entries(&self) -> u64 {
+        self.entries
+    }
+    fn in_file(&self) -> bool {
+        self.current.is_some()
+    }
+}
+
 /// The tar side: hashes the uncompressed bytes, parses them, drives the applier.
-struct Sink<'a, 'f, F: Fs> {
+pub(crate) struct Sink<'a, E: EntrySink> {
     reader: TarReader,
     /// The diff_id hasher; dropped for a plain tar when the algorithms agree.
     hasher: Option<Hasher>,
@@ -276,10 +306,10 @@ struct Sink<'a, 'f, F: Fs> {
     ended: bool,
     /// Zero bytes read after the end marker.
     trailing: u64,
-    applier: &'a mut Applier<'f, F>,
+    applier: &'a mut E,
 }
 
-impl<F: Fs> Sink<'_, '_, F> {
+impl<E: EntrySink> Sink<'_, E> {
     /// Told with every chunk whether the stream is a plain tar (always before the first
     /// bytes are hashed).
     fn plain(&mut self, plain: bool) {
@@ -323,14 +353,14 @@ impl<F: Fs> Sink<'_, '_, F> {
         if !self.ended {
             self.reader.finish()?;
         }
-        if self.applier.current.is_some() {
+        if self.applier.in_file() {
             return Err(internal("the archive ended inside a file"));
         }
         Ok(())
     }
 }
 
-fn internal(what: &str) -> Error {
+pub(crate) fn internal(what: &str) -> Error {
     Error::Io {
         op: "apply layer".into(),
         path: String::new(),
@@ -341,7 +371,7 @@ fn internal(what: &str) -> Error {
 
 // --- the applier -----------------------------------------------------------------------------
 
-fn io_error(op: &str, path: &str, e: FsError) -> Error {
+pub(crate) fn io_error(op: &str, path: &str, e: FsError) -> Error {
     Error::Io {
         op: op.to_string(),
         path: path.to_string(),
@@ -439,7 +469,7 @@ fn random_suffix() -> String {
 }
 
 /// The tar header as an overlay entry (path not yet normalized).
-fn to_entry(h: &Header, shown: &str) -> Result<Entry> {
+pub(crate) fn to_entry(h: &Header, shown: &str) -> Result<Entry> {
     let kind = match h.kind {
         tar::EntryKind::Regular => EntryKind::File,
         tar::EntryKind::Directory => EntryKind::Dir,
@@ -491,16 +521,36 @@ fn to_entry(h: &Header, shown: &str) -> Result<Entry> {
 }
 
 /// Extended attributes to set, `(name, value)`.
-type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+pub(crate) type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// A regular file being written.
-struct Open<W> {
-    file: W,
-    shown: String,
-    owner: Option<(u32, u32)>,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    mode: u32,
-    mtime: Timestamp,
+pub(crate) struct Open<W> {
+    pub(crate) file: W,
+    pub(crate) shown: String,
+    pub(crate) owner: Option<(u32, u32)>,
+    pub(crate) xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(crate) mode: u32,
+    pub(crate) mtime: Timestamp,
+}
+
+impl<W> Open<W> {
+    pub(crate) fn new(
+        file: W,
+        shown: String,
+        owner: Option<(u32, u32)>,
+        xattrs: Xattrs,
+        mode: u32,
+        mtime: Timestamp,
+    ) -> Self {
+        Open {
+            file,
+            shown,
+            owner,
+            xattrs,
+            mode,
+            mtime,
+        }
+    }
 }
 
 /// Directory metadata set at the end, after the directory's contents.
@@ -538,8 +588,39 @@ struct Txn<D> {
     touched: HashMap<Vec<u8>, Timestamp>,
 }
 
+/// Owner and xattrs to set for an entry with these archive values.
+pub(crate) fn meta_for(cfg: &Cfg, entry: &Entry) -> (Option<(u32, u32)>, Xattrs) {
+    let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(entry.xattrs.len());
+    for (name, value) in &entry.xattrs {
+        let name = match cfg.mode {
+            // Overlay mode: `to_overlay` already escaped or dropped them.
+            WhiteoutMode::Overlay => name.clone(),
+            _ => match escape_overlay_xattr(cfg.ns, name) {
+                None => name.clone(),
+                Some(escaped) if cfg.policy == PrivateXattrPolicy::Escape => escaped,
+                Some(_) => continue,
+            },
+        };
+        if name.as_bytes() == SELINUX_XATTR {
+            continue;
+        }
+        xattrs.push((name.into_bytes(), value.clone()));
+    }
+    if cfg.preserve_owner {
+        return (Some((entry.uid, entry.gid)), xattrs);
+    }
+    if cfg.record_owner && (entry.uid, entry.gid) != (0, 0) {
+        xattrs.retain(|(n, _)| n != ROOTLESS_XATTR);
+        xattrs.push((
+            ROOTLESS_XATTR.to_vec(),
+            rootless_value(entry.uid, entry.gid),
+        ));
+    }
+    (None, xattrs)
+}
+
 /// How metadata is set, resolved from the options once.
-struct Cfg {
+pub(crate) struct Cfg {
     mode: WhiteoutMode,
     ns: XattrNamespace,
     policy: PrivateXattrPolicy,
@@ -547,6 +628,41 @@ struct Cfg {
     record_owner: bool,
     max_entries: u64,
     max_entry_size: u64,
+}
+
+impl Cfg {
+    pub(crate) fn new(opts: &ApplyOptions, privileged: bool) -> Cfg {
+        Cfg {
+            mode: opts.mode,
+            ns: opts.xattr_namespace,
+            policy: opts.private_xattrs,
+            preserve_owner: opts.preserve_owner.unwrap_or(privileged),
+            record_owner: opts.record_owner,
+            max_entries: opts.limits.max_entries,
+            max_entry_size: opts.limits.max_uncompressed_bytes,
+        }
+    }
+
+    /// The entry-count and entry-size caps, checked on every header.
+    pub(crate) fn check_entry(&self, h: &Header, entries: u64, shown: &str) -> Result<()> {
+        if entries > self.max_entries {
+            return Err(Error::LayerLimit {
+                entry: Some(shown.to_string()),
+                what: "number of entries",
+                limit: self.max_entries,
+                found: entries,
+            });
+        }
+        if h.size > self.max_entry_size {
+            return Err(Error::LayerLimit {
+                entry: Some(shown.to_string()),
+                what: "entry size",
+                limit: self.max_entry_size,
+                found: h.size,
+            });
+        }
+        Ok(())
+    }
 }
 
 pub(crate) struct Applier<'f, F: Fs> {
@@ -560,22 +676,17 @@ pub(crate) struct Applier<'f, F: Fs> {
     deferred: Vec<Deferred>,
     deferred_at: HashMap<Vec<u8>, usize>,
     tx: Option<Txn<F::Dir>>,
+    /// Replaying a staged layer (`layer/staged.rs`): the directory holding the regular files'
+    /// contents, already written with their metadata, and the name of the next one to move in.
+    staged: Option<(F::Dir, Option<Vec<u8>>)>,
 }
 
 impl<'f, F: Fs> Applier<'f, F> {
-    fn new(fs: &'f mut F, opts: &ApplyOptions) -> Result<Self> {
+    pub(crate) fn new(fs: &'f mut F, opts: &ApplyOptions) -> Result<Self> {
         let root = fs
             .root()
             .map_err(|e| io_error("open the target root", "", e))?;
-        let cfg = Cfg {
-            mode: opts.mode,
-            ns: opts.xattr_namespace,
-            policy: opts.private_xattrs,
-            preserve_owner: opts.preserve_owner.unwrap_or_else(|| fs.privileged()),
-            record_owner: opts.record_owner,
-            max_entries: opts.limits.max_entries,
-            max_entry_size: opts.limits.max_uncompressed_bytes,
-        };
+        let cfg = Cfg::new(opts, fs.privileged());
         let mut tx = None;
         if opts.mode == WhiteoutMode::Apply {
             let root_mtime = fs
@@ -621,7 +732,24 @@ impl<'f, F: Fs> Applier<'f, F> {
             deferred: Vec::new(),
             deferred_at: HashMap::new(),
             tx,
+            staged: None,
         })
+    }
+
+    /// Replay mode (`layer/staged.rs`): regular files are moved in from `dir`.
+    pub(crate) fn set_staging(&mut self, dir: F::Dir) {
+        self.staged = Some((dir, None));
+    }
+
+    /// Replay mode: the staged name of the next entry's content, if it is a regular file.
+    pub(crate) fn set_next_staged(&mut self, name: Option<Vec<u8>>) {
+        if let Some((_, next)) = &mut self.staged {
+            *next = name;
+        }
+    }
+
+    pub(crate) fn take_warnings(&mut self) -> Vec<super::Warning> {
+        std::mem::take(&mut self.warnings).into_vec()
     }
 
     // --- per entry ---------------------------------------------------------------------------
@@ -629,22 +757,7 @@ impl<'f, F: Fs> Applier<'f, F> {
     fn entry(&mut self, h: &Header) -> Result<()> {
         self.entries += 1;
         let shown = display_name(&h.path);
-        if self.entries > self.cfg.max_entries {
-            return Err(Error::LayerLimit {
-                entry: Some(shown),
-                what: "number of entries",
-                limit: self.cfg.max_entries,
-                found: self.entries,
-            });
-        }
-        if h.size > self.cfg.max_entry_size {
-            return Err(Error::LayerLimit {
-                entry: Some(shown),
-                what: "entry size",
-                limit: self.cfg.max_entry_size,
-                found: h.size,
-            });
-        }
+        self.cfg.check_entry(h, self.entries, &shown)?;
         let entry = to_entry(h, &shown)?;
         let mtime = h.mtime;
         match self.cfg.mode {
@@ -732,33 +845,7 @@ impl<'f, F: Fs> Applier<'f, F> {
 
     /// Owner and xattrs to set for an entry with these archive values.
     fn meta_for(&self, entry: &Entry) -> (Option<(u32, u32)>, Xattrs) {
-        let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(entry.xattrs.len());
-        for (name, value) in &entry.xattrs {
-            let name = match self.cfg.mode {
-                // Overlay mode: `to_overlay` already escaped or dropped them.
-                WhiteoutMode::Overlay => name.clone(),
-                _ => match escape_overlay_xattr(self.cfg.ns, name) {
-                    None => name.clone(),
-                    Some(escaped) if self.cfg.policy == PrivateXattrPolicy::Escape => escaped,
-                    Some(_) => continue,
-                },
-            };
-            if name.as_bytes() == SELINUX_XATTR {
-                continue;
-            }
-            xattrs.push((name.into_bytes(), value.clone()));
-        }
-        if self.cfg.preserve_owner {
-            return (Some((entry.uid, entry.gid)), xattrs);
-        }
-        if self.cfg.record_owner && (entry.uid, entry.gid) != (0, 0) {
-            xattrs.retain(|(n, _)| n != ROOTLESS_XATTR);
-            xattrs.push((
-                ROOTLESS_XATTR.to_vec(),
-                rootless_value(entry.uid, entry.gid),
-            ));
-        }
-        (None, xattrs)
+        meta_for(&self.cfg, entry)
     }
 
     /// Writes one content entry (normalized path), replacing whatever is there.
@@ -810,6 +897,16 @@ impl<'f, F: Fs> Applier<'f, F> {
         self.before_change(&pdir, &pcanon, shown)?;
         match entry.kind {
             EntryKind::File => {
+                if let Some((sdir, next)) = &mut self.staged {
+                    let from = next
+                        .take()
+                        .ok_or_else(|| internal("a staged file is missing"))?;
+                    self.fs
+                        .rename(sdir, &from, &pdir, name)
+                        .map_err(|e| io_error("move the staged file to", shown, e))?;
+                    self.wrote(&canon, true);
+                    return Ok(());
+                }
                 let file = self
                     .fs
                     .create_file(&pdir, name, 0o600)
@@ -1419,7 +1516,7 @@ impl<'f, F: Fs> Applier<'f, F> {
     // --- the end -----------------------------------------------------------------------------
 
     /// After a verified stream: directory metadata, then the trash (apply mode).
-    fn commit(&mut self) -> Result<()> {
+    pub(crate) fn commit(&mut self) -> Result<()> {
         if self.current.is_some() {
             return Err(self.abort(internal("a file was still open at the end")));
         }
@@ -1523,7 +1620,7 @@ impl<'f, F: Fs> Applier<'f, F> {
     }
 
     /// On any error: close the open file and, in apply mode, undo everything.
-    fn abort(&mut self, error: Error) -> Error {
+    pub(crate) fn abort(&mut self, error: Error) -> Error {
         if let Some(open) = self.current.take() {
             let _ = self.fs.close_file(open.file);
         }
