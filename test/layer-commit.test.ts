@@ -228,15 +228,12 @@ describe.skipIf(!canRun)('overlay-diff layer from a container upper dir vs docke
     const a = fromListing(ours);
     const b = fromListing(theirs);
     expect(sorted(a)).toEqual(sorted(b));
-    // Beyond the shape: the metadata must agree too. Two documented differences:
-    // - docker's tar (Go archive/tar via FileInfoHeader) puts the file-type bits into the mode
-    //   field (0o100644, 0o40755, 0o10644 for a fifo) and listTar passes the header value through
-    //   as is, so compare permission bits only; ours writes permission bits only.
-    // - whiteout and opaque-marker entries: docker writes `.wh.x` with a fixed mode 0600 and the 0/0
-    //   char device's mtime, and gives `.wh..wh..opq` the dir's permissions and mtime 0;
-    //   we write `.wh.x` as mode 0, mtime 0 and `.wh..wh..opq` as mode 0 with the dir's
-    //   mtime. Markers are consumed on apply and never materialized, so only their path, type
-    //   (regular, empty) and owner matter; the shape comparison above already covers those.
+    // Beyond the shape: the metadata must agree too, markers included (`.wh.x`: mode 0600 with
+    // the 0/0 device's owner and mtime; `.wh..wh..opq`: the dir's owner and permission bits,
+    // mtime 0 — what moby's overlay whiteout converter writes). One documented difference:
+    // docker's tar (Go archive/tar via FileInfoHeader) puts the file-type bits into the mode
+    // field (0o100644, 0o40755, 0o10644 for a fifo) and listTar passes the header value through
+    // as is, so compare permission bits only; ours writes permission bits only.
     for (const e of ours) expect(e.mode & ~0o7777, e.path).toBe(0);
     const isMarker = (p: string) => path.posix.basename(p).startsWith('.wh.');
     const meta = (l: TarListing[], markers: boolean) =>
@@ -246,14 +243,10 @@ describe.skipIf(!canRun)('overlay-diff layer from a container upper dir vs docke
           .map((e) => [norm(e.path), { mode: e.mode & 0o7777, uid: e.uid, gid: e.gid, size: e.size, mtime: e.mtime }]),
       );
     expect(meta(ours, false)).toEqual(meta(theirs, false));
-    const markers = meta(ours, true);
-    expect(Object.keys(markers).sort()).toEqual(Object.keys(meta(theirs, true)).sort());
-    for (const [p, m] of Object.entries(markers)) {
-      expect(m, p).toMatchObject({ mode: 0, uid: 0, gid: 0, size: 0 });
-      if (!p.endsWith('.wh..wh..opq')) expect(m.mtime, p).toBe(0);
-    }
-    // The diff_id docker records for the committed layer is the digest of its own tar, which
-    // differs from ours only by those marker headers (and tar framing); not compared.
+    expect(Object.keys(meta(ours, true)).length).toBeGreaterThan(2);
+    expect(meta(ours, true)).toEqual(meta(theirs, true));
+    // The diff_ids still differ: docker's tar framing (type bits in the mode field, USTAR vs
+    // PAX choices of Go's archive/tar) is not ours; the entries are the same.
   });
 
   it('applied onto the flattened base image, gives the filesystem `docker export` shows', async () => {

@@ -654,7 +654,11 @@ impl<F: Fs> Walker<'_, F> {
                 }
                 .to_oci()?
             }
-            CreateMode::OverlayDiff(ns) => LayerChange::from_overlay(entry, ns)?.to_oci()?,
+            CreateMode::OverlayDiff(ns) => {
+                let mut out = LayerChange::from_overlay(entry, ns)?.to_oci()?;
+                docker_marker_metadata(&mut out, path, &st);
+                out
+            }
         };
         for e in entries {
             let with_content = is_file && e.kind == EntryKind::File && e.path == path;
@@ -837,4 +841,26 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     }
     p.extend_from_slice(name);
     p
+}
+
+/// Gives the whiteout and opaque markers made from overlay entry `path` (stat `st`) the
+/// metadata Docker's overlay2 driver writes (moby's overlay whiteout converter), so that a
+/// layer made from an upper dir is the same tar Docker makes: `.wh.x` is mode 0600 with the
+/// 0/0 device's owner and mtime; `.wh..wh..opq` has its directory's owner and permission bits
+/// and mtime 0 (Go's zero time).
+fn docker_marker_metadata(entries: &mut [Entry], path: &[u8], st: &super::fs::Stat) {
+    for e in entries.iter_mut().filter(|e| e.path != path) {
+        let opaque = e
+            .path
+            .ends_with(crate::overlay::whiteout::OPAQUE_MARKER.as_bytes());
+        if opaque {
+            e.mode = st.mode & 0o777;
+            e.mtime = 0;
+        } else {
+            e.mode = 0o600;
+            e.mtime = st.mtime.secs;
+        }
+        e.uid = st.uid;
+        e.gid = st.gid;
+    }
 }
