@@ -5,6 +5,7 @@ import { collect, errorLine, type RegistryOpts } from './commands/common.js';
 import { copyCommand } from './commands/copy.js';
 import { demoCommand } from './commands/demo.js';
 import { digestCommand } from './commands/digest.js';
+import { registerDockerCommand } from './commands/docker.js';
 import { historyCommand, inspectCommand } from './commands/inspect.js';
 import { registerStoreCommands } from './commands/register-store.js';
 import { blobCommand, catalogCommand, manifestCommand, tagsCommand } from './commands/remote.js';
@@ -32,6 +33,17 @@ function program(): Command {
         .default(undefined),
     )
     .showHelpAfterError()
+    .addHelpText(
+      'after',
+      '\nEnvironment:' +
+        '\n  STEVEDORE_ROOT            the image store (see --root)' +
+        '\n  DOCKER_CONFIG             the directory of config.json (registry credentials)' +
+        '\n  HTTPS_PROXY, HTTP_PROXY   proxy for https / plain-http registry requests (also lower case)' +
+        '\n  NO_PROXY                  hosts, .domains, host:port, IPs, CIDRs or * that go direct;' +
+        '\n                            as docker, localhost and loopback registries are never proxied' +
+        '\n  NO_COLOR                  no colours' +
+        '\n  STEVEDORE_BACKEND         native | wasm (the core backend)',
+    )
     .exitOverride();
   const out = () => makeOutput(p.opts());
   /** A command's options with the global ones (commander gives global options to the program). */
@@ -62,7 +74,7 @@ function program(): Command {
   const transports =
     '\nLocations: docker://REF (or a bare REF), docker-archive:PATH[:REF], oci:PATH[:TAG], oci-archive:PATH[:TAG],' +
     '\n           store:REF (the local store, see --root)' +
-    '\nEnvironment: DOCKER_CONFIG (credentials), STEVEDORE_BACKEND (native|wasm)';
+    '\nEnvironment: DOCKER_CONFIG (credentials), HTTPS_PROXY/HTTP_PROXY/NO_PROXY, STEVEDORE_BACKEND (native|wasm)';
 
   p.command('copy')
     .description('copy an image between registries, docker-archives and OCI layouts (like skopeo copy)')
@@ -186,6 +198,7 @@ function program(): Command {
     .action((registry: string) => logoutCommand(registry, out()));
 
   registerStoreCommands(p, { out, g, examples, insecure, platform });
+  registerDockerCommand(p, { out, g, examples });
 
   p.command('serve')
     .description('run an OCI distribution registry over a directory (the reference registry layout)')
@@ -197,10 +210,22 @@ function program(): Command {
     .option('--read-only', 'refuse every write')
     .option('--cors <origin>', 'send CORS headers for this origin (e.g. * for the web inspector)')
     .option('--no-fsync', 'do not fsync blobs before they become visible')
+    .option('--token-realm <url>', 'token auth: where clients get tokens (with the other --token-* options)')
+    .option('--token-service <name>', 'token auth: this registry, the audience tokens must carry')
+    .option('--token-issuer <name>', 'token auth: the issuer tokens must name')
+    .option('--token-root-cert <file>', 'token auth: PEM bundle of the certificates trusted to sign tokens')
+    .option('--upload-purge-age <duration>', 'remove upload sessions older than this (e.g. 168h, 7d)', '168h')
+    .option('--upload-purge-interval <duration>', 'how often to look for stale uploads', '24h')
+    .option('--no-upload-purge', 'never remove stale upload sessions')
+    .option('--ui', 'also serve the web inspector at / (the built @stevedore/web)')
+    .option('--ui-dir <dir>', 'serve the web inspector from this built dist directory (implies --ui)')
     .addHelpText(
       'after',
       examples(
         'stevedore serve /srv/registry --addr 127.0.0.1:5000',
+        'stevedore serve /srv/registry --ui    # the web inspector at http://127.0.0.1:5000/',
+        'stevedore serve /srv/registry --token-realm https://auth.example/token --token-service registry \\\n' +
+          '    --token-issuer auth.example --token-root-cert token-signer.pem',
         'stevedore serve /srv/registry --addr 0.0.0.0:443 --tls-cert cert.pem --tls-key key.pem --htpasswd htpasswd',
       ),
     )
@@ -210,8 +235,15 @@ function program(): Command {
     .description("delete blobs no manifest references, like the reference registry's garbage-collect")
     .argument('<root>', 'data directory of `stevedore serve` or the distribution registry')
     .option('--dry-run', 'only report what would be deleted')
-    .addHelpText('after', examples('stevedore garbage-collect /srv/registry --dry-run'))
-    .action((root: string, o: { dryRun?: boolean }) => garbageCollectCommand(root, o, out()));
+    .option('--purge-uploads <age>', 'also remove upload sessions older than AGE (e.g. 168h)')
+    .addHelpText(
+      'after',
+      examples(
+        'stevedore garbage-collect /srv/registry --dry-run',
+        'stevedore garbage-collect /srv/registry --purge-uploads 7d',
+      ),
+    )
+    .action((root: string, o: { dryRun?: boolean; purgeUploads?: string }) => garbageCollectCommand(root, o, out()));
 
   p.command('demo')
     .description('a self-contained tour on an embedded default (no network)')

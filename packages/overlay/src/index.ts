@@ -4,9 +4,31 @@
  * blobs; loading from docker-archives, OCI layouts and registries; kernel overlay mounts built
  * from short links; and a userspace merged view over the same diff dirs.
  */
+
+export {
+  type ContainerInfo,
+  type ContainerRecord,
+  createContainer,
+  findContainer,
+  listContainers,
+  removeContainer,
+} from './containers.js';
+export {
+  DEFAULT_DOCKER_ROOT,
+  type DockerImage,
+  type DockerImageSummary,
+  type DockerImportOptions,
+  type DockerImportResult,
+  type DockerLayer,
+  DockerRoot,
+  importDockerImage,
+  mountDockerImage,
+  unpackDockerImage,
+} from './docker-root.js';
 export { directorySize, shortLinkId } from './fsutil.js';
-export { type CommitOptions, commit, fsck, prune, rmi, storedImage } from './lifecycle.js';
+export { type CommitOptions, commit, fsck, prune, rmi, storedImage, verifyLayers } from './lifecycle.js';
 export { pidAlive, withLock } from './lock.js';
+export { compareDiff, DIFF_MANIFEST_FILE, type DiffEntry, type DiffManifest, walkDiff } from './manifest.js';
 export {
   type ActiveMount,
   listMounts,
@@ -14,6 +36,7 @@ export {
   type MountOptions,
   mount,
   overlaySupported,
+  runMount,
   storeMounts,
   umount,
 } from './mount.js';

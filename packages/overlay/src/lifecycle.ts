@@ -6,7 +6,7 @@ import { createReadStream } from 'node:fs';
 import { mkdtemp, readdir, readFile, readlink, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createGunzip } from 'node:zlib';
-import { createLayer, Digest, Hasher, hashFile, StevedoreError, sha256 } from '@stevedore/core';
+import { applyLayer, createLayer, Digest, Hasher, hashFile, StevedoreError, sha256 } from '@stevedore/core';
 import {
   chainIds,
   DOCKER_LAYER_GZIP,
@@ -19,8 +19,10 @@ import {
   parseImageManifest,
   parseReference,
 } from '@stevedore/image';
+import { listContainers } from './containers.js';
 import { exists, writeFileAtomic } from './fsutil.js';
 import { withLock } from './lock.js';
+import { compareDiff, DIFF_MANIFEST_FILE, type DiffEntry, readDiffManifest, walkDiff } from './manifest.js';
 import type { LoadResult, Store } from './store.js';
 
 async function* verified(file: string, digest: Digest, size: number): AsyncIterable<Uint8Array> {
@@ -262,8 +264,29 @@ export async function prune(store: Store): Promise<string[]> {
   return removed;
 }
 
-/** Checks the store: layerdb ↔ overlay2 dirs, short links, lower chains, configs and blobs. */
-export async function fsck(store: Store): Promise<string[]> {
+/**
+ * Checks the store: layerdb ↔ overlay2 dirs, short links, lower chains, container records,
+ * configs and blobs; with `verify`, also every diff dir's content (`verifyLayers`). The layout
+ * is checked under the store lock (a concurrent load is never seen half-way); blobs and diff
+ * dirs are hashed outside it.
+ */
+export async function fsck(store: Store, options: { verify?: boolean } = {}): Promise<string[]> {
+  const problems = await withLock(store.lockFile, () => checkLayout(store));
+  for (const hex of await readdir(store.blobDir)) {
+    let digest: Digest;
+    try {
+      ({ digest } = await hashFile(path.join(store.blobDir, hex)));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // pruned meanwhile
+      throw e;
+    }
+    if (digest.hex !== hex) problems.push(`blob sha256:${hex}: content hashes to ${digest}`);
+  }
+  if (options.verify) problems.push(...(await verifyLayers(store)).problems);
+  return problems;
+}
+
+async function checkLayout(store: Store): Promise<string[]> {
   const problems: string[] = [];
   const cacheIds = new Set<string>();
   for (const c of await readdir(path.join(store.layerdb, 'sha256'))) {
@@ -301,13 +324,93 @@ export async function fsck(store: Store): Promise<string[]> {
       problems.push(`image ${id}: ${(e as Error).message}`);
     }
   }
-  for (const hex of await readdir(store.blobDir)) {
-    const { digest } = await hashFile(path.join(store.blobDir, hex));
-    if (digest.hex !== hex) problems.push(`blob sha256:${hex}: content hashes to ${digest}`);
-  }
   for (const link of await readdir(store.linkDir)) {
     const target = await readlink(path.join(store.linkDir, link)).catch(() => '');
     if (!(await exists(path.join(store.linkDir, target)))) problems.push(`short link l/${link} → ${target}: dangling`);
   }
+  const containers = await listContainers(store);
+  for (const c of containers) {
+    if (!(await exists(c.upperDir))) problems.push(`container ${c.id}: ${c.upperDir} missing`);
+  }
+  const owned = new Set([...cacheIds, ...containers.map((c) => c.id)]);
+  for (const d of await readdir(store.overlayDir)) {
+    if (d !== 'l' && !owned.has(d)) {
+      problems.push(`overlay2/${d}: no layer or container owns it (left by an interrupted write)`);
+    }
+  }
   return problems;
+}
+
+/**
+ * Re-walks every layer's diff dir and compares it with the content manifest recorded when the
+ * layer was extracted (manifest.ts): each changed, added or missing path is one problem, named
+ * with its layer. A layer stored without a manifest is checked by extracting its blob again
+ * (verified against its digest and diff_id) into staging and comparing the two dirs.
+ */
+export async function verifyLayers(store: Store): Promise<{ checked: number; problems: string[] }> {
+  const problems: string[] = [];
+  let checked = 0;
+  let blobs: Map<string, Digest> | undefined;
+  for (const c of (await readdir(path.join(store.layerdb, 'sha256'))).sort()) {
+    const chain = Digest.parse(`sha256:${c}`);
+    const l = await store.layer(chain).catch(() => undefined);
+    if (!l) continue; // fsck's layout check reports unreadable entries
+    const what = `layer ${chain} (diff_id ${l.diffId})`;
+    try {
+      const m = await readDiffManifest(path.join(store.layerdb, 'sha256', c, DIFF_MANIFEST_FILE));
+      if (m && (m.diffId !== l.diffId.toString() || m.chainId !== chain.toString())) {
+        problems.push(`${what}: content manifest is for ${m.chainId} (diff_id ${m.diffId})`);
+        continue;
+      }
+      let recorded = m?.entries;
+      if (!recorded) {
+        blobs ??= await blobsByDiffId(store);
+        const blob = blobs.get(l.diffId.toString());
+        if (!blob || !(await store.hasBlob(blob))) {
+          problems.push(`${what}: no content manifest and no blob to verify against`);
+          continue;
+        }
+        recorded = await extractedEntries(store, blob, l.diffId);
+      }
+      const actual = (await walkDiff(l.diffDir)).entries;
+      for (const d of compareDiff(recorded, actual)) problems.push(`${what}: ${d}`);
+      checked++;
+    } catch (e) {
+      problems.push(`${what}: ${(e as Error).message}`);
+    }
+  }
+  return { checked, problems };
+}
+
+/** diff_id → layer blob digest, from the manifests of the stored images. */
+async function blobsByDiffId(store: Store): Promise<Map<string, Digest>> {
+  const out = new Map<string, Digest>();
+  for (const id of await store.imageIds()) {
+    try {
+      const img = await store.image(id);
+      const blobs = await store.layerBlobs(img);
+      img.config.rootfs.diff_ids.forEach((d, i) => {
+        if (blobs[i]) out.set(d.toString(), blobs[i].digest);
+      });
+    } catch {
+      // an image without a stored manifest cannot help
+    }
+  }
+  return out;
+}
+
+/** The entries of a fresh, verified extraction of `blob` (in staging, removed after). */
+async function extractedEntries(store: Store, blob: Digest, diffId: Digest): Promise<DiffEntry[]> {
+  const stage = await mkdtemp(path.join(store.tmpDir, `${process.pid}-verify-`));
+  try {
+    await applyLayer(store.blobPath(blob), path.join(stage, 'diff'), {
+      mode: 'overlay',
+      expectedDigest: blob,
+      expectedDiffId: diffId,
+      xattrNamespace: process.getuid?.() === 0 ? 'trusted' : 'user',
+    });
+    return (await walkDiff(path.join(stage, 'diff'))).entries;
+  } finally {
+    await rm(stage, { recursive: true, force: true });
+  }
 }

@@ -1,5 +1,5 @@
 /**
- * A cross-process lock: a lock file created with O_EXCL holding the owner's pid. A lock whose
+ * A cross-process lock: a lock file created atomically (link(2)) holding the owner's pid. A lock whose
  * pid is dead (or that cannot be read after a grace period) is stale and is broken.
  */
 import { randomBytes } from 'node:crypto';
@@ -17,7 +17,7 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
-// In-process queue: O_EXCL alone serializes processes, this avoids busy-waiting inside one.
+// In-process queue: the lock file alone serializes processes, this avoids busy-waiting inside one.
 const local = new Map<string, Promise<void>>();
 
 /** Runs `fn` holding the lock file `file`. Waits up to `timeoutMs` (default 60 s). */
@@ -47,20 +47,37 @@ async function acquire(file: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let delay = 5;
   for (;;) {
-    try {
-      const fh = await open(file, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
-      await fh.writeFile(`${process.pid}\n`);
-      await fh.close();
-      return;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
+    if (await tryLink(file)) return;
     await breakIfStale(file);
     if (Date.now() > deadline) {
       throw new StevedoreError('ERR_LOCK_TIMEOUT', `lock ${file}: still held after ${timeoutMs} ms`);
     }
     await new Promise((r) => setTimeout(r, delay));
     delay = Math.min(delay * 2, 100);
+  }
+}
+
+/**
+ * Creates the lock file already holding our pid: write `<file>.<pid>.<rand>`, then link(2) it to
+ * `file` (fails with EEXIST if held). A writer killed at any point leaves either no lock or a
+ * complete one, never an empty file; the `<file>.<pid>.*` temp of a dead pid is swept on open.
+ */
+async function tryLink(file: string): Promise<boolean> {
+  const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}`;
+  const fh = await open(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
+  try {
+    await fh.writeFile(`${process.pid}\n`);
+  } finally {
+    await fh.close();
+  }
+  try {
+    await link(tmp, file);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    return false;
+  } finally {
+    await unlink(tmp).catch(() => {});
   }
 }
 
@@ -72,13 +89,13 @@ async function breakIfStale(file: string): Promise<void> {
     return; // gone already
   }
   const pid = Number.parseInt(text.trim(), 10);
-  // An empty file: the owner is between open and write (or died there: break it after 10 s).
+  // An empty file (written by an older version between open and write): break it after 10 s.
   if (text.trim() === '') {
     const age = Date.now() - ((await stat(file).catch(() => undefined))?.mtimeMs ?? Date.now());
     if (age < 10_000) return;
   } else if (pidAlive(pid)) return;
   // Move it aside atomically so two breakers cannot both remove a fresh lock.
-  const aside = `${file}.stale-${randomBytes(6).toString('hex')}`;
+  const aside = `${file}.stale-${process.pid}-${randomBytes(6).toString('hex')}`;
   try {
     await rename(file, aside);
   } catch {

@@ -2,7 +2,8 @@
  * Kernel overlay mounts of stored images, as Docker's overlay2 driver does them: `lowerdir` is
  * built from the short links (`l/ABC…:l/DEF…`, top first) and mount(8) runs with its cwd in
  * `overlay2/`, so the option string stays short (100+ layers fit in one page). A writable mount
- * gets its own `overlay2/<id>` (diff, work, link, lower) as a container layer.
+ * gets its own `overlay2/<id>` (diff, work, link, lower) as a container layer, recorded as a
+ * container (containers.ts).
  * `fuse-overlayfs` is used when not root and it is installed.
  */
 import { execFile } from 'node:child_process';
@@ -11,7 +12,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { StevedoreError } from '@stevedore/core';
-import { randomId } from './fsutil.js';
+import { createContainer, recordMount, removeContainer } from './containers.js';
 import type { Store } from './store.js';
 
 const run = promisify(execFile);
@@ -19,7 +20,7 @@ const run = promisify(execFile);
 export interface MountOptions {
   /** Add a container layer (upperdir) so the mount is writable. Default false (read-only). */
   writable?: boolean;
-  /** Reuse an existing container layer id (from a previous writable mount). */
+  /** Reuse an existing container (its id, from a previous writable mount or `createContainer`). */
   layerId?: string;
   /** Force a backend (default: kernel overlay as root, fuse-overlayfs otherwise). */
   backend?: 'overlay' | 'fuse-overlayfs';
@@ -93,14 +94,15 @@ export async function mount(
     mountOptions: '',
   };
   let parts: string[];
+  let created: string | undefined;
   if (options.writable) {
     let id = options.layerId;
     if (id) {
-      if (!existsSync(path.join(store.overlayDir, id, 'diff')))
+      if (!/^[a-f0-9]{64}$/.test(id) || !existsSync(path.join(store.overlayDir, id, 'diff')))
         fail('ERR_LAYER_NOT_FOUND', `container layer ${id} not found`);
     } else {
-      id = randomId();
-      await store.createLayerDir(undefined, top.dir, id);
+      id = (await createContainer(store, img.id.toString())).id;
+      created = id;
     }
     info.layerId = id;
     info.lowerdir = (await readFile(path.join(store.overlayDir, id, 'lower'), 'utf8')).trim();
@@ -124,22 +126,41 @@ export async function mount(
       `mount ${image}: ${img.layers.length} layers do not fit in one page of mount options`,
     );
   }
-  if (backend === 'fuse-overlayfs') {
-    await runCmd(FUSE_OVERLAYFS, ['-o', info.mountOptions, info.target], store.overlayDir, image);
-  } else {
-    try {
-      await runMount(['-t', 'overlay', 'overlay', '-o', info.mountOptions, info.target], store.overlayDir, image);
-    } catch (e) {
-      if (options.options) throw e;
-      // Older kernels lack some of the options: retry with the ones every kernel knows.
-      info.mountOptions = parts.join(',');
-      await runMount(['-t', 'overlay', 'overlay', '-o', info.mountOptions, info.target], store.overlayDir, image);
-    }
+  try {
+    await mountWith(backend, info, parts, store.overlayDir, image, Boolean(options.options));
+  } catch (e) {
+    // A container made for this mount goes with it.
+    if (created) await removeContainer(store, created).catch(() => {});
+    throw e;
   }
+  if (info.layerId) await recordMount(store, info.layerId, info.target);
   return info;
 }
 
-async function runMount(args: string[], cwd: string, what: string): Promise<void> {
+async function mountWith(
+  backend: 'overlay' | 'fuse-overlayfs',
+  info: MountInfo,
+  parts: string[],
+  cwd: string,
+  image: string,
+  explicitOptions: boolean,
+): Promise<void> {
+  if (backend === 'fuse-overlayfs') {
+    await runCmd(FUSE_OVERLAYFS, ['-o', info.mountOptions, info.target], cwd, image);
+    return;
+  }
+  try {
+    await runMount(['-t', 'overlay', 'overlay', '-o', info.mountOptions, info.target], cwd, image);
+  } catch (e) {
+    if (explicitOptions) throw e;
+    // Older kernels lack some of the options: retry with the ones every kernel knows.
+    info.mountOptions = parts.join(',');
+    await runMount(['-t', 'overlay', 'overlay', '-o', info.mountOptions, info.target], cwd, image);
+  }
+}
+
+/** Runs mount(8) with its cwd in `cwd` (so relative lower dirs stay short). */
+export async function runMount(args: string[], cwd: string, what: string): Promise<void> {
   await runCmd('mount', args, cwd, what);
 }
 

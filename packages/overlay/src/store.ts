@@ -10,11 +10,16 @@
  * <root>/image/overlay2/repositories.json
  * <root>/content/blobs/sha256/<hex>      original blobs, manifests and configs (save/push)
  * <root>/content/images/sha256/<image id>  the manifest digest an image was stored from
+ * <root>/containers/<id>.json            container records (writable layers `overlay2/<id>`)
  * <root>/tmp/<pid>-<rand>                staging (removed by the next open when <pid> is dead)
  * ```
  *
- * Layers are shared by chain ID. Every write is staged and renamed into place; layerdb,
- * imagedb and repositories.json are updated under one lock file (`<root>/lock`).
+ * Layers are shared by chain ID. Every write is staged and renamed into place; overlay2 dirs,
+ * short links, layerdb, imagedb, container records and repositories.json change only under one
+ * lock file (`<root>/lock`). A writer killed at any point leaves nothing visible: `open`
+ * removes what it left (staging of dead pids, overlay2 dirs no layer or container owns, dangling
+ * short links, temp files), and a layerdb entry carries a content manifest of its diff dir
+ * (`stevedore-diff.json.gz`, see manifest.ts) for `fsck --verify`.
  */
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
@@ -34,8 +39,9 @@ import {
   parseReference,
   type Reference,
 } from '@stevedore/image';
-import { directorySize, exists, mkdirp, randomId, shortLinkId, symlinkAtomic, writeFileAtomic } from './fsutil.js';
+import { exists, mkdirp, randomId, shortLinkId, symlinkAtomic, writeFileAtomic } from './fsutil.js';
 import { pidAlive, withLock } from './lock.js';
+import { DIFF_MANIFEST_FILE, encodeDiffManifest, takeDiffManifest } from './manifest.js';
 
 export interface StoreOptions {
   /** Data root. Default: `STEVEDORE_ROOT`, else `/var/lib/stevedore` as root, else `~/.local/share/stevedore`. */
@@ -103,7 +109,12 @@ interface Staged {
   index: number;
   stage: string;
   size: number;
+  /** The gzip'd content manifest of `stage/diff`. */
+  manifest: Uint8Array;
 }
+
+/** `<name>.tmp-<pid>-<hex>` (writeFileAtomic, symlinkAtomic), `lock.<pid>.<hex>` and `lock.stale-<pid>-<hex>` (lock.ts). */
+const TEMP_NAME = /(?:\.tmp-|^lock\.(?:stale-)?)(\d+)[-.][0-9a-f]+$/;
 
 export class Store {
   readonly overlayDir: string;
@@ -114,6 +125,7 @@ export class Store {
   readonly blobDir: string;
   readonly tmpDir: string;
   readonly lockFile: string;
+  readonly containersDir: string;
   readonly concurrency: number;
 
   private constructor(
@@ -128,10 +140,11 @@ export class Store {
     this.blobDir = path.join(root, 'content', 'blobs', 'sha256');
     this.tmpDir = path.join(root, 'tmp');
     this.lockFile = path.join(root, 'lock');
+    this.containersDir = path.join(root, 'containers');
     this.concurrency = options.concurrency ?? 4;
   }
 
-  /** Opens (creating) a store; removes staging left by dead processes. */
+  /** Opens (creating) a store; removes what dead processes left behind (see `recover`). */
   static async open(options: StoreOptions = {}): Promise<Store> {
     const root = path.resolve(options.root ?? defaultRoot());
     const s = new Store(root, options);
@@ -147,11 +160,65 @@ export class Store {
       path.join(root, 'content', 'ingest'),
       path.join(root, 'content', 'images', 'sha256'),
       s.tmpDir,
+      s.containersDir,
     ]) {
       await mkdirp(d);
     }
     await s.cleanStaging();
+    await withLock(s.lockFile, () => s.recover());
     return s;
+  }
+
+  /**
+   * Under the lock (so no live writer is half-way): removes `overlay2/<id>` dirs that neither a
+   * layerdb entry nor a container record owns (a load or container creation killed between its
+   * renames), dangling short links, and temp files of dead pids. Returns what it removed.
+   */
+  async recover(): Promise<string[]> {
+    const removed: string[] = [];
+    const owned = new Set<string>();
+    for (const c of await readdir(path.join(this.layerdb, 'sha256'))) {
+      const id = (await readFile(path.join(this.layerdb, 'sha256', c, 'cache-id'), 'utf8').catch(() => '')).trim();
+      owned.add(id);
+    }
+    for (const f of await readdir(this.containersDir)) owned.add(f.replace(/\.json$/, ''));
+    for (const d of await readdir(this.overlayDir)) {
+      if (!HEX64.test(d) || owned.has(d)) continue;
+      await this.removeLayerDir(d);
+      removed.push(path.join(this.overlayDir, d));
+    }
+    for (const link of await readdir(this.linkDir)) {
+      const p = path.join(this.linkDir, link);
+      const target = await readlink(p).catch(() => '');
+      if (
+        TEMP_NAME.test(link)
+          ? pidAlive(Number(TEMP_NAME.exec(link)![1]))
+          : await exists(path.join(this.linkDir, target))
+      )
+        continue;
+      await rm(p, { force: true });
+      removed.push(p);
+    }
+    const metadata = path.join(this.imagedb, 'metadata', 'sha256');
+    const dirs = [
+      this.root,
+      this.imageRoot,
+      path.join(this.imagedb, 'content', 'sha256'),
+      path.join(this.root, 'content', 'images', 'sha256'),
+      this.containersDir,
+      path.join(this.imageRoot, 'distribution', 'diffid-by-digest', 'sha256'),
+      path.join(this.imageRoot, 'distribution', 'v2metadata-by-diffid', 'sha256'),
+      ...(await readdir(metadata)).map((d) => path.join(metadata, d)),
+    ];
+    for (const dir of dirs) {
+      for (const name of await readdir(dir).catch(() => [] as string[])) {
+        const m = TEMP_NAME.exec(name);
+        if (!m || pidAlive(Number(m[1]))) continue;
+        await rm(path.join(dir, name), { force: true });
+        removed.push(path.join(dir, name));
+      }
+    }
+    return removed;
   }
 
   /** Removes staging dirs and ingest files whose owner pid is dead. Returns what it removed. */
@@ -326,9 +393,13 @@ export class Store {
             mode: 'overlay',
             expectedDigest: layer.digest,
             expectedDiffId: diffId,
+            // Unprivileged stores mark opaque dirs with `user.overlay.opaque` (fuse-overlayfs and
+            // `-o userxattr` read it); `trusted.*` needs CAP_SYS_ADMIN.
+            xattrNamespace: process.getuid?.() === 0 ? 'trusted' : 'user',
           });
-          const size = await directorySize(path.join(stage, 'diff'));
-          staged.push({ index: i, stage, size });
+          // The content manifest of what the engine just extracted and verified (fsck --verify).
+          const taken = await takeDiffManifest(path.join(stage, 'diff'), diffId, chains[i]!);
+          staged.push({ index: i, stage, size: taken.size, manifest: encodeDiffManifest(taken.manifest) });
         } catch (e) {
           await rm(stage, { recursive: true, force: true });
           throw e;
@@ -370,18 +441,19 @@ export class Store {
         }
         if (!s) throw new StevedoreError('ERR_STORE_CORRUPT', `layer ${chain} vanished while loading`);
         const made = await this.createLayerDir(s.stage, parentDir);
-        await this.writeLayerdb(chain, diffIds[i]!, i > 0 ? chains[i - 1] : undefined, made.id, s.size);
+        await this.writeLayerdb(chain, diffIds[i]!, i > 0 ? chains[i - 1] : undefined, made.id, s.size, s.manifest);
         parentDir = made.dir;
         applied++;
       }
       if (options.sourceRepository) await this.writeDistribution(image, options.sourceRepository);
-      // imagedb: the config bytes under the image id, and lastUpdated.
-      const content = path.join(this.imagedb, 'content', 'sha256', imageId.hex);
-      if (!(await exists(content))) await writeFileAtomic(content, image.rawConfig);
+      // The manifest record and lastUpdated first: the imagedb config is what makes the image
+      // visible, so it is written last (a kill before it leaves no image).
+      await writeFileAtomic(path.join(this.root, 'content', 'images', 'sha256', imageId.hex), image.digest.toString());
       const meta = path.join(this.imagedb, 'metadata', 'sha256', imageId.hex);
       await mkdirp(meta);
       await writeFileAtomic(path.join(meta, 'lastUpdated'), new Date().toISOString());
-      await writeFileAtomic(path.join(this.root, 'content', 'images', 'sha256', imageId.hex), image.digest.toString());
+      const content = path.join(this.imagedb, 'content', 'sha256', imageId.hex);
+      if (!(await exists(content))) await writeFileAtomic(content, image.rawConfig);
       if (options.tags?.length) {
         const repos = await this.readRepositories();
         for (const t of options.tags) {
@@ -418,6 +490,7 @@ export class Store {
     parent: Digest | undefined,
     cacheId: string,
     size: number,
+    manifest: Uint8Array,
   ): Promise<void> {
     // As Docker's layer store: write-set dir under layerdb/tmp, then rename to sha256/<chain>.
     const tmp = path.join(this.layerdb, 'tmp', `${process.pid}-write-set-${randomBytes(8).toString('hex')}`);
@@ -426,6 +499,7 @@ export class Store {
     await writeFileAtomic(path.join(tmp, 'size'), String(size), 0o644);
     await writeFileAtomic(path.join(tmp, 'cache-id'), cacheId, 0o644);
     if (parent) await writeFileAtomic(path.join(tmp, 'parent'), parent.toString(), 0o644);
+    await writeFileAtomic(path.join(tmp, DIFF_MANIFEST_FILE), manifest, 0o600);
     await rename(tmp, this.layerDir(chain));
   }
 

@@ -6,7 +6,18 @@ import path from 'node:path';
 import { sha256 } from '@stevedore/core';
 import { copyImage, OciLayoutReader, ociLayoutSink } from '@stevedore/image';
 import { afterAll, describe, expect, it } from 'vitest';
-import { commit, fsck, MergedView, mount, prune, rmi, Store, storedImage, umount } from '../src/index.js';
+import {
+  commit,
+  fsck,
+  MergedView,
+  mount,
+  prune,
+  removeContainer,
+  rmi,
+  Store,
+  storedImage,
+  umount,
+} from '../src/index.js';
 import { asObject, memImage, TARS, walkTree, walkView } from './fixtures.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -57,7 +68,7 @@ describe.skipIf(!isRoot)('image lifecycle on the store', () => {
     expect(asObject(await walkView(await MergedView.open(store, 'life:committed')))).toEqual(asObject(before));
     await umount(t2);
     mounted.pop();
-    await store.removeLayerDir(info.layerId!);
+    await removeContainer(store, info.layerId!);
     expect(await fsck(store)).toEqual([]);
   });
 

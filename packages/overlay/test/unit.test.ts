@@ -1,9 +1,10 @@
 // Pieces that need neither root nor a daemon, plus the not-root mount errors and the
-// fuse-overlayfs backend (checked from root: a child drops to nobody; fuse runs as root).
+// fuse-overlayfs backend (checked from root: children drop to nobody, one with a store of its own).
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { copyImage, ociLayoutSink } from '@stevedore/image';
 import { afterAll, describe, expect, it } from 'vitest';
 import { defaultRoot, MergedView, mount, Store, shortLinkId, umount } from '../src/index.js';
 import { asObject, memImage, TARS, walkTree, walkView } from './fixtures.js';
@@ -79,6 +80,87 @@ try { await mount(s, 'plain:1', '${dir}/mnt'); console.log('mounted?'); } catch 
       } finally {
         await umount(target);
       }
+    },
+  );
+
+  // fuse-overlayfs needs /dev/fuse usable by an unprivileged user and fusermount setuid.
+  const fuseForUsers =
+    existsSync('/usr/bin/fuse-overlayfs') &&
+    existsSync('/dev/fuse') &&
+    spawnSync(
+      'sh',
+      ['-c', 'test -r /dev/fuse && test -w /dev/fuse && test -u "$(command -v fusermount3 || command -v fusermount)"'],
+      {
+        uid: 65534,
+        gid: 65534,
+      },
+    ).status === 0;
+  it.runIf(fuseForUsers)(
+    'as user nobody with its own store: unprivileged load, fuse-overlayfs read-only merged view, writable mount records changes',
+    async () => {
+      const dir = path.join(work, 'fuse-nobody');
+      mkdirSync(dir, { recursive: true });
+      chmodSync(work, 0o755);
+      const layout = path.join(dir, 'layout');
+      await copyImage(memImage(TARS, { gzip: true, label: 'fuse-nobody' }), ociLayoutSink(layout), { tags: ['v'] });
+      const script = path.join(dir, 'f.mjs');
+      writeFileSync(
+        script,
+        `import { createHash } from 'node:crypto';
+import { appendFileSync, lstatSync, readdirSync, readFileSync, readlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { Store, mount, umount, walkDiff } from '${path.resolve('dist/index.js')}';
+const walk = (root) => {
+  const out = {};
+  const visit = (rel) => {
+    for (const name of readdirSync(path.join(root, rel)).sort()) {
+      const r = rel ? rel + '/' + name : name;
+      const abs = path.join(root, r);
+      const st = lstatSync(abs);
+      const type = st.isDirectory() ? 'directory' : st.isSymbolicLink() ? 'symlink' : st.isCharacterDevice() ? 'char' : st.isFile() ? 'file' : 'other';
+      out[r] = { type, mode: st.mode & 0o7777, size: type === 'file' ? st.size : 0, link: type === 'symlink' ? readlinkSync(abs) : '',
+        sha: type === 'file' ? createHash('sha256').update(readFileSync(abs)).digest('hex') : '' };
+      if (type === 'directory') visit(r);
+    }
+  };
+  visit('');
+  return out;
+};
+const s = await Store.open({ root: '${dir}/root' });
+await s.loadOciLayout('${layout}', 'v', { tags: ['fz:1'] });
+const ro = await mount(s, 'fz:1', '${dir}/ro');
+const roTree = walk('${dir}/ro');
+await umount('${dir}/ro');
+const rw = await mount(s, 'fz:1', '${dir}/rw', { writable: true });
+writeFileSync('${dir}/rw/new.txt', 'new\\n');
+appendFileSync('${dir}/rw/etc/b.txt', 'more\\n');
+unlinkSync('${dir}/rw/etc/c.txt');
+const upper = (await walkDiff(rw.upperDir)).entries.map((e) => [e.path, e.type, e.rdev ?? '', e.sha256 ? readFileSync(path.join(rw.upperDir, e.path), 'utf8') : '']);
+await umount('${dir}/rw');
+process.stdout.write(JSON.stringify({ uid: process.getuid(), backends: [ro.backend, rw.backend], roTree, upper }));`,
+      );
+      spawnSync('chown', ['-R', '65534:65534', dir]);
+      const r = spawnSync(process.execPath, [script], {
+        uid: 65534,
+        gid: 65534,
+        env: { ...process.env, HOME: dir },
+        encoding: 'utf8',
+      });
+      expect(r.status, r.stderr).toBe(0);
+      const got = JSON.parse(r.stdout);
+      expect(got.uid).toBe(65534);
+      expect(got.backends).toEqual(['fuse-overlayfs', 'fuse-overlayfs']);
+      // the unprivileged store marks opaque dirs with user.overlay.opaque, which fuse-overlayfs honours
+      const store = await Store.open({ root: path.join(dir, 'root') });
+      expect(got.roTree).toEqual(asObject(await walkView(await MergedView.open(store, 'fz:1'))));
+      expect(got.roTree['opq/new']).toBeDefined();
+      expect(got.roTree['opq/old']).toBeUndefined();
+      expect(got.upper).toEqual([
+        ['etc', 'directory', '', ''],
+        ['etc/b.txt', 'file', '', 'b2\nmore\n'],
+        ['etc/c.txt', 'char', '0:0', ''],
+        ['new.txt', 'file', '', 'new\n'],
+      ]);
     },
   );
 });

@@ -7,6 +7,7 @@
  * Run it while nothing pushes (the reference registry requires read-only mode for the same
  * reason): a blob uploaded between mark and sweep, whose manifest is not yet pushed, is swept.
  */
+import { purgeUploads } from './purge.js';
 import { digestString, parseDigest, Storage } from './storage.js';
 
 export interface GarbageCollectOptions {
@@ -14,6 +15,8 @@ export interface GarbageCollectOptions {
   dryRun?: boolean;
   /** Also delete manifests that no tag points at (and then what only they referenced). */
   removeUntagged?: boolean;
+  /** Also remove upload sessions started longer ago than this (see `purgeUploads`). */
+  uploadMaxAgeMs?: number;
   log?: (line: string) => void;
 }
 
@@ -22,6 +25,8 @@ export interface GarbageCollectResult {
   deleted: string[];
   /** Untagged manifests removed (removeUntagged), as `name@digest`. */
   deletedManifests: string[];
+  /** Upload sessions removed (uploadMaxAgeMs), as `name/_uploads/id`. */
+  purgedUploads: string[];
 }
 
 /** Collects garbage in the storage root `root` (the directory holding `docker/registry/v2`). */
@@ -73,7 +78,9 @@ export async function garbageCollect(
     log(`blob eligible for deletion: ${key}`);
     if (!o.dryRun) await s.deleteBlobData(d);
   }
-  return { marked: [...marked].sort(), deleted: deleted.sort(), deletedManifests };
+  const purgedUploads =
+    o.uploadMaxAgeMs === undefined ? [] : await purgeUploads(s, { maxAgeMs: o.uploadMaxAgeMs, dryRun: o.dryRun, log });
+  return { marked: [...marked].sort(), deleted: deleted.sort(), deletedManifests, purgedUploads };
 }
 
 /** Digests a manifest references (config, layers, child manifests); only children when `childrenOnly`. */

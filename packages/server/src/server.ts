@@ -26,7 +26,10 @@ import {
   parseManifest,
 } from '@stevedore/image';
 import { type Htpasswd, loadHtpasswd } from './htpasswd.js';
+import { DEFAULT_UPLOAD_MAX_AGE_MS, purgeUploads } from './purge.js';
+import { type StaticSite, staticSite } from './static.js';
 import { type DigestParts, digestString, isUploadId, parseDigest, Storage, StorageError } from './storage.js';
+import { type Access, TokenAuth, type TokenAuthOptions } from './token.js';
 
 export interface ServerOptions {
   /** Storage root: the directory holding `docker/registry/v2` (the reference registry's `rootdirectory`). */
@@ -39,6 +42,17 @@ export interface ServerOptions {
   htpasswd?: string;
   /** Realm in the `WWW-Authenticate` challenge. Default `stevedore`. */
   realm?: string;
+  /** Require bearer tokens (the distribution token spec), like the reference registry's `auth.token`. Not with `htpasswd`. */
+  token?: TokenAuthOptions;
+  /**
+   * Remove upload sessions older than `maxAgeMs` (default one week) at start and every
+   * `intervalMs` (default 24 h), as distribution's `uploadpurging`; `false` turns it off. Off in read-only mode.
+   */
+  uploadPurging?: false | { maxAgeMs?: number; intervalMs?: number; dryRun?: boolean };
+  /** Most referrers in one response; more pages are linked with `Link: <…>; rel="next"`. Default 1000. */
+  referrersPageSize?: number;
+  /** Serve this directory's files (e.g. the web inspector's `dist`) for every path outside `/v2/`. */
+  staticDir?: string;
   /** Refuse every write (405 UNSUPPORTED). */
   readOnly?: boolean;
   /** Allow manifest/blob deletes (the reference registry's `storage.delete.enabled`). Default true. */
@@ -127,8 +141,14 @@ interface Ctx {
 
 /** Starts a registry server; resolves once it listens. */
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
+  if (options.htpasswd && options.token) throw new Error('htpasswd and token auth exclude each other: choose one');
   const storage = new Storage(options.root, { fsync: options.fsync });
-  const app = new App(storage, options, options.htpasswd ? loadHtpasswd(options.htpasswd) : undefined);
+  const app = new App(storage, options, {
+    basic: options.htpasswd ? loadHtpasswd(options.htpasswd) : undefined,
+    token: options.token ? new TokenAuth(options.token) : undefined,
+    site: options.staticDir ? staticSite(options.staticDir) : undefined,
+  });
+  const stopPurging = await startUploadPurging(storage, options);
   const handler = (req: IncomingMessage, res: ServerResponse) => void app.handle(req, res);
   const server = options.tls
     ? https.createServer({ cert: pem(options.tls.cert), key: pem(options.tls.key) }, handler)
@@ -165,6 +185,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         // idle keep-alive sockets that become idle after their last response
         const tick = setInterval(() => server.closeIdleConnections(), 50);
         await done;
+        stopPurging();
         clearTimeout(t);
         clearInterval(tick);
         for (const s of sockets) s.destroy();
@@ -172,6 +193,21 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       return closing;
     },
   };
+}
+
+/** The first purge runs before the server listens; later ones on a timer. Returns the stopper. */
+async function startUploadPurging(storage: Storage, o: ServerOptions): Promise<() => void> {
+  if (o.uploadPurging === false || o.readOnly) return () => {};
+  const c = o.uploadPurging ?? {};
+  const log = o.log === true ? (l: string) => process.stderr.write(`${l}\n`) : o.log || undefined;
+  const purge = () =>
+    purgeUploads(storage, { maxAgeMs: c.maxAgeMs ?? DEFAULT_UPLOAD_MAX_AGE_MS, dryRun: c.dryRun, log }).catch((e) =>
+      log?.(`upload purge failed: ${(e as Error).message}`),
+    );
+  await purge();
+  const timer = setInterval(purge, Math.min(c.intervalMs ?? 24 * 3600_000, 2 ** 31 - 1));
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 function pem(v: string): string {
@@ -200,7 +236,55 @@ const ROUTES: [RegExp, string][] = [
   [/^\/v2\/(.+)\/referrers\/([^/]+)$/, 'referrers'],
 ];
 
+interface Route {
+  kind: string;
+  /** The repository name (decoded), for every route but `base` and `catalog`. */
+  name?: string;
+  /** The second path parameter (reference, digest or upload id), decoded. */
+  arg?: string;
+}
+
+function matchRoute(pathname: string): Route | undefined {
+  for (const [re, kind] of ROUTES) {
+    const m = re.exec(pathname);
+    if (!m) continue;
+    try {
+      return {
+        kind,
+        name: m[1] === undefined ? undefined : decodeURIComponent(m[1]),
+        arg: m[2] === undefined ? undefined : decodeURIComponent(m[2]),
+      };
+    } catch {
+      throw new ApiError(400, 'NAME_INVALID', { path: pathname });
+    }
+  }
+  return undefined;
+}
+
+/** What a request needs under token auth (distribution's `appendAccessRecords`). */
+function accessFor(route: Route, method: string, url: URL): Access[] {
+  if (route.kind === 'catalog') return [{ type: 'registry', name: 'catalog', action: '*' }];
+  if (route.name === undefined) return [];
+  const repo = (name: string, m: string): Access[] => {
+    const a = (action: string) => ({ type: 'repository', name, action });
+    if (m === 'GET' || m === 'HEAD') return [a('pull')];
+    if (m === 'POST' || m === 'PUT' || m === 'PATCH') return [a('pull'), a('push')];
+    if (m === 'DELETE') return [a('delete')];
+    return [];
+  };
+  const out = repo(route.name, method);
+  const from = url.searchParams.get('from');
+  if (from) out.push(...repo(from, 'GET')); // a cross-repository mount reads the source
+  return out;
+}
+
 const WRITES = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+interface Guards {
+  basic?: Htpasswd;
+  token?: TokenAuth;
+  site?: StaticSite;
+}
 
 class App {
   private readonly maxManifest: number;
@@ -209,7 +293,7 @@ class App {
   constructor(
     private readonly s: Storage,
     private readonly o: ServerOptions,
-    private readonly auth: Htpasswd | undefined,
+    private readonly g: Guards,
   ) {
     this.maxManifest = o.maxManifestBytes ?? 4 * 1024 * 1024;
     this.log = o.log === true ? (l) => process.stderr.write(`${l}\n`) : o.log || undefined;
@@ -236,7 +320,12 @@ class App {
     try {
       const url = new URL(req.url ?? '/', 'http://registry');
       if (method === 'OPTIONS' && this.o.corsOrigin) return this.preflight(req, res);
-      if (this.auth) {
+      // the UI is public: it holds no registry data and asks for credentials itself
+      if (this.g.site && url.pathname !== '/v2' && !url.pathname.startsWith('/v2/')) {
+        return await this.g.site.serve(req, res, url.pathname);
+      }
+      const route = matchRoute(url.pathname);
+      if (this.g.basic) {
         const u = await this.authenticate(req);
         if (!u) {
           res.setHeader('WWW-Authenticate', `Basic realm="${this.o.realm ?? 'stevedore'}"`);
@@ -244,7 +333,21 @@ class App {
         }
         user = u;
       }
-      await this.route({ req, res, url, method, user });
+      if (this.g.token && route) {
+        const wanted = accessFor(route, method, url);
+        const d = this.g.token.authorize(req.headers.authorization, wanted);
+        if (!d.ok) {
+          res.setHeader('WWW-Authenticate', d.challenge);
+          if (d.error) this.log?.(`token refused: ${d.reason}`);
+          // the detail as distribution sends it: the access records the request needed
+          const detail = wanted.length
+            ? wanted.map((a) => ({ Type: a.type, Class: '', Name: a.name, Action: a.action }))
+            : null;
+          throw new ApiError(401, 'UNAUTHORIZED', detail);
+        }
+        user = d.subject || '-';
+      }
+      await this.route({ req, res, url, method, user }, route);
     } catch (e) {
       this.fail(req, res, e);
     }
@@ -271,7 +374,7 @@ class App {
     const i = text.indexOf(':');
     if (i < 0) return undefined;
     const user = text.slice(0, i);
-    return (await this.auth!.verify(user, text.slice(i + 1))) ? user : undefined;
+    return (await this.g.basic!.verify(user, text.slice(i + 1))) ? user : undefined;
   }
 
   private fail(req: IncomingMessage, res: ServerResponse, e: unknown): void {
@@ -304,18 +407,15 @@ class App {
     res.end(req.method === 'HEAD' ? undefined : body);
   }
 
-  private async route(c: Ctx): Promise<void> {
-    const p = c.url.pathname;
-    for (const [re, kind] of ROUTES) {
-      const m = re.exec(p);
-      if (!m) continue;
+  private async route(c: Ctx, r: Route | undefined): Promise<void> {
+    if (r) {
+      const { kind, arg } = r;
       if (kind === 'base') return this.base(c);
       if (kind === 'catalog') return this.only(c, ['GET', 'HEAD'], () => this.catalog(c));
-      const name = decodeURIComponent(m[1]!);
+      const name = r.name!;
       if (!isValidRepositoryName(name)) throw new ApiError(400, 'NAME_INVALID', { name });
       if (WRITES.has(c.method) && this.o.readOnly) throw new ApiError(405, 'UNSUPPORTED', { reason: 'read-only' });
       if (c.method === 'DELETE' && this.o.deleteEnabled === false) throw new ApiError(405, 'UNSUPPORTED');
-      const arg = m[2] === undefined ? undefined : decodeURIComponent(m[2]);
       switch (kind) {
         case 'tags':
           return this.only(c, ['GET', 'HEAD'], () => this.tags(c, name));
@@ -523,10 +623,24 @@ class App {
       if (doc.annotations && typeof doc.annotations === 'object') desc.annotations = doc.annotations;
       manifests.push(desc);
     }
-    manifests.sort((a, b) => String(a.digest).localeCompare(String(b.digest)));
+    manifests.sort((a, b) => (String(a.digest) < String(b.digest) ? -1 : 1)); // code-point order, as `last` compares
     const headers: Record<string, string> = { 'Content-Type': OCI_INDEX };
     if (filter !== undefined) headers['OCI-Filters-Applied'] = 'artifactType';
-    this.send(c, 200, headers, JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests }));
+    // Pages in digest order; the spec leaves the cursor to the registry, clients follow `Link`.
+    const max = this.o.referrersPageSize ?? 1000;
+    const nText = c.url.searchParams.get('n');
+    const n = nText === null || nText === '' ? max : Number(nText);
+    if (!Number.isInteger(n) || n < 1) throw new ApiError(400, 'UNSUPPORTED', { n: nText }, 'invalid n');
+    const size = Math.min(n, max);
+    const last = c.url.searchParams.get('last');
+    const rest = last === null ? manifests : manifests.filter((m) => String(m.digest) > last);
+    const page = rest.slice(0, size);
+    if (rest.length > size) {
+      const q = new URLSearchParams({ last: String(page[page.length - 1]!.digest), n: String(size) });
+      if (filter !== undefined) q.set('artifactType', filter);
+      headers.Link = `</v2/${name}/referrers/${digestString(subject)}?${q}>; rel="next"`;
+    }
+    this.send(c, 200, headers, JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: page }));
   }
 
   // --- blobs ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import {
 } from '../../../test/harness/index.js';
 import { garbageCollect, type RunningServer, startServer } from '../src/index.js';
 import { req, sha, tempDir } from './helpers.js';
+import { ISSUER, makePki, SERVICE, startTokenServer, USERS } from './tokens.js';
 
 const SKOPEO = process.env.STEVEDORE_SKOPEO ?? '/usr/bin/skopeo';
 const canRun = process.getuid?.() === 0 && existsSync(bins.dockerd) && existsSync(bins.docker) && existsSync(SKOPEO);
@@ -129,6 +130,47 @@ describe.skipIf(!canRun)('dockerd and skopeo against stevedore serve', () => {
       ).rejects.toThrow(/401|nauthorized/);
     } finally {
       await a.close();
+    }
+  });
+
+  it('token auth: docker login, push, pull and run through the token realm (ES256, x5c chain); refusals', async () => {
+    const pki = await makePki(path.join(work, 'pki'));
+    const tokens = await startTokenServer(pki.ec);
+    const a = await startServer({
+      root: tempDir('docker-token-root'),
+      token: { realm: tokens.url, service: SERVICE, issuer: ISSUER, rootCertBundle: pki.bundlePath },
+    });
+    try {
+      const bad = await d.docker(['login', '-u', 'alice', '--password-stdin', a.host], {
+        input: 'wrong\n',
+        allowFailure: true,
+      });
+      expect(bad.code).not.toBe(0);
+      await d.docker(['login', '-u', 'alice', '--password-stdin', a.host], { input: `${USERS.alice}\n` });
+      const ref = `${a.host}/alice/app:1`;
+      await d.docker(['tag', `${s.host}/sd/x:1`, ref]);
+      await d.docker(['push', ref]);
+      // dockerd went to the realm itself, as alice, for push on alice/app
+      const pushScope = /^repository:alice\/app:(pull,push|push,pull)$/;
+      expect(tokens.requests.some((r) => r.user === 'alice' && r.scopes.some((x) => pushScope.test(x)))).toBe(true);
+      await d.docker(['rmi', ref]);
+      await d.docker(['pull', ref]);
+      const { stdout } = await d.docker(['run', '--rm', '--network', 'none', ref]);
+      expect(stdout).toBe('hello from stevedore serve\n');
+      // alice may not push elsewhere: the token lacks the scope, our server refuses
+      const other = `${a.host}/bob/app:1`;
+      await d.docker(['tag', ref, other]);
+      const denied = await d.docker(['push', other], { allowFailure: true });
+      expect(denied.code).not.toBe(0);
+      expect(denied.stderr + denied.stdout).toMatch(/denied|unauthorized|authentication required/i);
+      // logged out, an anonymous pull of alice/app is refused
+      await d.docker(['logout', a.host]);
+      await d.docker(['rmi', ref, other]);
+      const anon = await d.docker(['pull', ref], { allowFailure: true });
+      expect(anon.code).not.toBe(0);
+    } finally {
+      await a.close();
+      await tokens.close();
     }
   });
 });

@@ -13,8 +13,10 @@ import {
   loadCommand,
   mountCommand,
   pruneCommand,
+  psCommand,
   pullCommand,
   pushCommand,
+  rmCommand,
   rmiCommand,
   type StoreOpts,
   saveCommand,
@@ -101,11 +103,18 @@ export function registerStoreCommands(p: Command, h: Helpers): void {
     .action((names: string[], o: RegistryOpts & { output?: string }) => saveCommand(names, g(o), out()));
 
   p.command('load')
-    .description('load a docker-archive (docker save) into the store, with its tags')
-    .option('-i, --input <file>', 'the archive (default: stdin)')
+    .description('load a docker-archive (docker save), an oci-archive or an OCI layout directory into the store')
+    .option('-i, --input <path>', 'the archive or layout directory, told apart by content (default: stdin)')
     .addHelpText(
       'after',
-      examples('docker save app:1 -o app.tar && stevedore load -i app.tar', 'stevedore load < app.tar'),
+      '\nOCI images are tagged with their io.containerd.image.name annotation, or a ref.name that is a full' +
+        '\nreference (app:1); others load untagged (by ID).' +
+        examples(
+          'docker save app:1 -o app.tar && stevedore load -i app.tar',
+          'stevedore load < app.tar',
+          'skopeo copy docker://alpine oci-archive:alpine.tar:alpine:3 && stevedore load -i alpine.tar',
+          'stevedore load -i ./oci-layout-dir',
+        ),
     )
     .action((o: RegistryOpts & { input?: string }) => loadCommand(g(o), out()));
 
@@ -119,10 +128,14 @@ export function registerStoreCommands(p: Command, h: Helpers): void {
   p.command('export')
     .description("write a stored image's flattened rootfs as a tar (like docker export)")
     .argument('<image>', 'a stored image')
-    .option('-o, --output <file>', 'the tar to write')
+    .option('-o, --output <file>', 'the tar to write; - for stdout')
     .addHelpText(
       'after',
-      examples('stevedore export app:1 -o rootfs.tar', 'stevedore --root /tmp/store export 3f2a1b9c0d4e -o r.tar'),
+      examples(
+        'stevedore export app:1 -o rootfs.tar',
+        'stevedore export app:1 -o - | tar -t',
+        'stevedore --root /tmp/store export 3f2a1b9c0d4e -o r.tar',
+      ),
     )
     .action((name: string, o: RegistryOpts & { output?: string }) => exportCommand(name, g(o), out()));
 
@@ -164,6 +177,18 @@ export function registerStoreCommands(p: Command, h: Helpers): void {
       commitCommand(what, ref, g(o), out()),
     );
 
+  p.command('ps')
+    .description('list containers (writable layers made by `mount --writable`) and where they are mounted')
+    .addHelpText('after', examples('stevedore ps', 'stevedore --json ps'))
+    .action((o: RegistryOpts) => psCommand(g(o), out()));
+
+  p.command('rm')
+    .description('remove containers: their writable layer and record (a mounted one only with --force)')
+    .argument('<containers...>', 'container ids (or unique prefixes, see `stevedore ps`)')
+    .option('-f, --force', 'unmount a mounted container first')
+    .addHelpText('after', examples('stevedore rm 9c1e2f3a4b5d', 'stevedore rm --force 9c1e2f3a4b5d'))
+    .action((ids: string[], o: RegistryOpts & { force?: boolean }) => rmCommand(ids, g(o), out()));
+
   p.command('layers')
     .description(
       'per layer: added/changed/deleted files with sizes, wasted space (bytes later layers overwrite or delete) and an efficiency score',
@@ -175,7 +200,10 @@ export function registerStoreCommands(p: Command, h: Helpers): void {
 
   p.command('fsck')
     .description('check the store: layer dirs, short links, lower chains, configs and blob digests')
-    .option('--verify', "also decompress every image's layers and check them against the config's diff_ids")
+    .option(
+      '--verify',
+      "also re-hash every layer's diff dir against the content recorded (bound to its diff_id) when it was extracted",
+    )
     .addHelpText('after', examples('stevedore fsck', 'stevedore --json fsck --verify'))
     .action(async (o: RegistryOpts & { verify?: boolean }) => {
       if (!(await fsckCommand(g(o), out()))) {

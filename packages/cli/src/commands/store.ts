@@ -2,20 +2,31 @@
  * The local image store (`@stevedore/overlay`, laid out as Docker's overlay2): pull, push,
  * images, tag, rmi, prune, save, load, unpack, export, mount, umount, diff, commit, fsck.
  */
-import { createWriteStream, existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createReadStream, createWriteStream, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { StevedoreError } from '@stevedore/core';
-import { copyImage, dockerArchiveSink, type Image } from '@stevedore/image';
+import {
+  ArchiveError,
+  CONTAINERD_IMAGE_NAME_ANNOTATION,
+  copyImage,
+  dockerArchiveSink,
+  type Image,
+  OciLayoutReader,
+  parseReference,
+} from '@stevedore/image';
 import {
   commit,
   exportImage,
+  findContainer,
   fsck,
   type LoadResult,
+  listContainers,
   MergedView,
   mount,
   prune,
+  removeContainer,
   rmi,
   Store,
   type StoredImage,
@@ -23,6 +34,7 @@ import {
   storeMounts,
   umount,
   unpack,
+  verifyLayers,
   walkDiffDir,
 } from '@stevedore/overlay';
 import { pullImage, registrySink } from '@stevedore/registry';
@@ -334,7 +346,7 @@ export async function loadCommand(o: StoreOpts & { input?: string }, out: Output
     await pipeline(process.stdin, createWriteStream(file));
   }
   try {
-    const results = await store.loadDockerArchive(file);
+    const results = await loadAny(store, file);
     const loaded: { id: string; tags: string[]; applied: number }[] = [];
     for (const r of results) {
       const { tags } = await tagsOf(store, r.imageId.toString());
@@ -349,6 +361,69 @@ export async function loadCommand(o: StoreOpts & { input?: string }, out: Output
   }
 }
 
+/**
+ * Loads what `input` holds, told apart by content: a directory with `oci-layout` and
+ * `index.json` is an OCI layout; a tar with `manifest.json` is a docker-archive (Docker 25+
+ * ones hold a layout too, but their RepoTags are in manifest.json); else a tar with `oci-layout`
+ * and `index.json` is an oci-archive.
+ */
+async function loadAny(store: Store, input: string): Promise<LoadResult[]> {
+  const st = await stat(input).catch(() => undefined);
+  if (!st) throw usage(`${input}: no such file or directory`);
+  if (st.isDirectory()) {
+    if (!existsSync(path.join(input, 'oci-layout')) || !existsSync(path.join(input, 'index.json')))
+      throw usage(`${input}: a directory that is not an OCI layout (no oci-layout and index.json)`);
+    const layout = await OciLayoutReader.openDir(input);
+    return loadOciImages(store, layout);
+  }
+  try {
+    return await store.loadDockerArchive(input);
+  } catch (e) {
+    if (!(e instanceof ArchiveError && e.code === 'ERR_ARCHIVE_FORMAT' && /no manifest\.json/.test(e.message))) throw e;
+  }
+  let layout: OciLayoutReader;
+  try {
+    layout = await OciLayoutReader.openArchive(input);
+  } catch (e) {
+    throw new StevedoreError(
+      'ERR_ARCHIVE_FORMAT',
+      `${input}: neither a docker-archive (no manifest.json) nor an oci-archive (${(e as Error).message})`,
+      { cause: e },
+    );
+  }
+  try {
+    return await loadOciImages(store, layout);
+  } finally {
+    await layout.close();
+  }
+}
+
+/** Every image of index.json, named as docker load names OCI images (see `ociName`). */
+async function loadOciImages(store: Store, layout: OciLayoutReader): Promise<LoadResult[]> {
+  const out: LoadResult[] = [];
+  for (const e of layout.entries()) {
+    const name = ociName(e.descriptor.annotations ?? {}, e.tag);
+    out.push(await store.loadImage(await layout.imageAt(e.descriptor), name ? { tags: [name] } : {}));
+  }
+  if (out.length === 0) throw new StevedoreError('ERR_IMAGE_NOT_FOUND', `${layout.label}: index.json lists no image`);
+  return out;
+}
+
+/**
+ * The name of an OCI image: containerd's `io.containerd.image.name`, else a `ref.name` that is
+ * a whole reference (`app:1`, `registry/app:1`); a bare tag (`latest`) names nothing.
+ */
+function ociName(annotations: Record<string, string>, refName: string | undefined): string | undefined {
+  const full = annotations[CONTAINERD_IMAGE_NAME_ANNOTATION];
+  const candidate = full ?? (refName && /[:/@]/.test(refName) ? refName : undefined);
+  if (!candidate) return undefined;
+  try {
+    return parseReference(candidate).familiar();
+  } catch {
+    return undefined;
+  }
+}
+
 // ---- unpack / export -----------------------------------------------------------------------------
 
 export async function unpackCommand(name: string, dir: string, o: StoreOpts, out: Output): Promise<void> {
@@ -360,11 +435,27 @@ export async function unpackCommand(name: string, dir: string, o: StoreOpts, out
 }
 
 export async function exportCommand(name: string, o: StoreOpts & { output?: string }, out: Output): Promise<void> {
-  if (!o.output) throw usage('export needs -o FILE.tar, e.g. stevedore export app:1 -o rootfs.tar');
+  if (!o.output)
+    throw usage('export needs -o FILE.tar (or -o - for stdout), e.g. stevedore export app:1 -o rootfs.tar');
+  const toStdout = o.output === '-';
+  if (toStdout && process.stdout.isTTY) throw usage('export -o -: stdout is a terminal; redirect it or pipe it');
   const store = await openStore(o);
   await findImage(store, name);
-  const r = await exportImage(store, name, o.output);
-  out.data({ image: name, file: path.resolve(o.output), diffId: r.diffId }, () => path.resolve(o.output as string));
+  if (!toStdout) {
+    const r = await exportImage(store, name, o.output);
+    out.data({ image: name, file: path.resolve(o.output), diffId: r.diffId }, () => path.resolve(o.output as string));
+    return;
+  }
+  // the tar is built in the store's temp dir, then streamed: stdout carries the tar and nothing else
+  const tmp = await mkdtemp(path.join(store.tmpDir, `${process.pid}-export-`));
+  try {
+    const file = path.join(tmp, 'rootfs.tar');
+    const r = await exportImage(store, name, file);
+    await pipeline(createReadStream(file), process.stdout, { end: false });
+    out.log(`Exported ${name} (diff_id ${r.diffId})`);
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
 }
 
 // ---- mount / umount / diff / commit --------------------------------------------------------------
@@ -379,7 +470,6 @@ interface MountRecord {
 }
 
 const mountsFile = (store: Store) => path.join(store.root, 'cli', 'mounts.json');
-const containerFile = (store: Store, id: string) => path.join(store.root, 'cli', 'containers', `${id}.json`);
 
 async function readMounts(store: Store): Promise<MountRecord[]> {
   try {
@@ -423,10 +513,6 @@ export async function mountCommand(
     ...(info.layerId ? { layerId: info.layerId } : {}),
   };
   await writeMounts(store, [...(await readMounts(store)).filter((m) => m.target !== info.target), rec]);
-  if (info.layerId) {
-    await mkdir(path.dirname(containerFile(store, info.layerId)), { recursive: true });
-    await writeFile(containerFile(store, info.layerId), JSON.stringify({ image: name, imageId: info.imageId }));
-  }
   out.data({ ...info, image: name }, () => info.target);
   if (!out.json) {
     out.log(
@@ -476,13 +562,8 @@ async function container(store: Store, what: string): Promise<{ layerId: string;
     return { layerId: rec.layerId, imageId: rec.imageId, image: rec.image };
   }
   if (/^[a-f0-9]{6,64}$/.test(what)) {
-    const dir = path.join(store.root, 'cli', 'containers');
-    const hits = existsSync(dir) ? readdirSync(dir).filter((f) => f.startsWith(what)) : [];
-    if (hits.length === 1) {
-      const id = (hits[0] as string).replace(/\.json$/, '');
-      const meta = JSON.parse(await readFile(path.join(dir, hits[0] as string), 'utf8'));
-      return { layerId: id, imageId: meta.imageId, image: meta.image };
-    }
+    const c = await findContainer(store, what).catch(() => undefined);
+    if (c) return { layerId: c.id, imageId: c.imageId, image: c.image };
   }
   throw new StevedoreError(
     'ERR_CONTAINER_NOT_FOUND',
@@ -548,6 +629,34 @@ export async function commitCommand(
   out.data({ id: r.imageId.toString(), reference: ref.familiar(), from: c.image }, () => r.imageId.toString());
 }
 
+// ---- ps / rm ----------------------------------------------------------------------------------------
+
+export async function psCommand(o: StoreOpts, out: Output): Promise<void> {
+  const store = await openStore(o);
+  const list = await listContainers(store);
+  out.data(list, () =>
+    [
+      'CONTAINER ID  IMAGE  CREATED  MOUNTED AT',
+      ...list.map((c) => `${c.id.slice(0, 12)}  ${c.image}  ${c.created}  ${c.mounts.join(',') || '-'}`),
+    ].join('\n'),
+  );
+}
+
+export async function rmCommand(ids: string[], o: StoreOpts & { force?: boolean }, out: Output): Promise<void> {
+  const store = await openStore(o);
+  const removed: string[] = [];
+  for (const id of ids) {
+    const c = await removeContainer(store, id, { force: Boolean(o.force) });
+    // The CLI's own mount records of it go too.
+    await writeMounts(
+      store,
+      (await readMounts(store)).filter((m) => m.layerId !== c.id),
+    );
+    removed.push(c.id);
+  }
+  out.data(removed, () => removed.join('\n'));
+}
+
 // ---- fsck -----------------------------------------------------------------------------------------
 
 export async function fsckCommand(o: StoreOpts & { verify?: boolean }, out: Output): Promise<boolean> {
@@ -555,20 +664,11 @@ export async function fsckCommand(o: StoreOpts & { verify?: boolean }, out: Outp
   const problems = await fsck(store);
   let checked = 0;
   if (o.verify) {
-    // Re-read every stored layer blob, decompressing it, against the config's diff_ids.
-    for (const id of await store.imageIds()) {
-      try {
-        const image = await storedImage(store, id.toString());
-        for (const l of image.layers) {
-          for await (const _ of l.uncompressed()) {
-            // the stream verifies digest and diff_id at its end
-          }
-          checked++;
-        }
-      } catch (e) {
-        problems.push(`image ${id}: ${(e as Error).message}`);
-      }
-    }
+    // Every diff dir against the content manifest recorded when it was extracted (or a fresh,
+    // verified extraction of its blob): one problem per changed, added or missing path.
+    const v = await verifyLayers(store);
+    problems.push(...v.problems);
+    checked = v.checked;
   }
   const mounts = storeMounts(store).map((m) => m.target);
   out.data({ root: store.root, problems, verifiedLayers: checked, mounts }, () =>
