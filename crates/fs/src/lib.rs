@@ -6,6 +6,8 @@
 //!   parallel (one thread per layer, up to a limit) and replaying them in order.
 //! * [`create_layer`]: write a directory (a full tree, or an overlay upper/diff dir) as a
 //!   deterministic layer.
+//! * [`scan_tree`]: every entry of a tree with metadata and content hashes (a diff dir's
+//!   record for later verification).
 //! * [`DirFs`]: the core's [`stevedore_core::layer::Fs`] trait on a directory, every
 //!   call relative to a directory descriptor (`openat2(RESOLVE_IN_ROOT)` where the kernel has
 //!   it, a component-by-component `O_NOFOLLOW` walk otherwise).
@@ -15,8 +17,10 @@
 //! Errors are [`stevedore_core::Error`]s: a binding maps them with `code()`.
 
 mod dirfs;
+mod scan;
 
 pub use dirfs::{DirFs, DirHandle};
+pub use scan::{scan_tree, TreeEntry, TreeScan};
 pub use stevedore_core::layer::{
     ApplyLimits, ApplyOptions, ApplyReport, Compression, CreateCompression, CreateMode,
     CreateOptions, CreateReport, MtimePolicy, Progress, StagedLayer, Warning, WhiteoutMode,

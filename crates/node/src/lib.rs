@@ -149,6 +149,7 @@ const EXPORTS: &[(&str, Callback)] = &[
     ("progressRead", engine::progress_read),
     ("layerApply", engine::layer_apply),
     ("layerFlatten", engine::layer_flatten),
+    ("treeScan", engine::tree_scan),
     ("layerCreate", engine::layer_create),
 ];
 

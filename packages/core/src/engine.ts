@@ -211,3 +211,43 @@ export async function createLayer(
     throw asStevedoreError(e);
   }
 }
+
+/** One entry of a scanned tree (see {@link scanTree}). */
+export interface TreeEntry {
+  /** Relative to the root, `/`-separated (non-UTF-8 bytes replaced). */
+  path: string;
+  type: 'file' | 'directory' | 'symlink' | 'char' | 'block' | 'fifo' | 'socket';
+  /** Permission bits (`0o7777`). */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Bytes of a regular file (0 otherwise). */
+  size: number;
+  /** `seconds.nanoseconds` of the modification time (not for directories). */
+  mtime?: string;
+  /** `sha256:…` of a regular file's content (first path of a hard-link group only). */
+  sha256?: string;
+  /** Symlink target. */
+  link?: string;
+  /** For later paths of one inode: the first path in walk order. */
+  hardlink?: string;
+  /** `major:minor` of a device. */
+  rdev?: string;
+  /** xattr name → hex value. */
+  xattrs?: Record<string, string>;
+}
+
+/**
+ * Every entry below `dir` — never following a symlink, names in byte order, depth first — with
+ * its metadata, xattrs and the sha256 of each regular file (hashed on native threads). `size`
+ * is Docker's size of a layer dir (non-directories, each inode once). The record an image
+ * store keeps of a diff dir to prove it unchanged later.
+ */
+export async function scanTree(dir: string): Promise<{ entries: TreeEntry[]; size: number }> {
+  const a = addon();
+  try {
+    return JSON.parse(await a.treeScan(dir)) as { entries: TreeEntry[]; size: number };
+  } catch (e) {
+    throw asStevedoreError(e);
+  }
+}

@@ -27,6 +27,8 @@ export {
   type FlattenOptions,
   flattenLayers,
   type LayerProgress,
+  scanTree,
+  type TreeEntry,
   type LayerWarning,
 } from './engine.js';
 export { StevedoreError } from './errors.js';

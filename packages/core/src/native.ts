@@ -67,6 +67,7 @@ export interface NativeAddon {
     parallel: number | null,
     progress: unknown,
   ): Promise<import('./engine.js').ApplyLayerReport[]>;
+  treeScan(dir: string): Promise<string>;
   layerCreate(
     source: string,
     out: string,

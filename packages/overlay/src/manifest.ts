@@ -12,14 +12,9 @@
  * diff dir, in the same atomic rename). Verifying re-walks the diff dir and compares entry by
  * entry, so any changed byte, added, removed or re-typed entry is reported by path.
  */
-import { execFile } from 'node:child_process';
-import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
-import path from 'node:path';
-import { promisify } from 'node:util';
+import { readFile } from 'node:fs/promises';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { type Digest, hashFile, StevedoreError } from '@stevedore/core';
-
-const run = promisify(execFile);
+import { type Digest, StevedoreError, scanTree } from '@stevedore/core';
 
 /** The layerdb file holding a layer's manifest. */
 export const DIFF_MANIFEST_FILE = 'stevedore-diff.json.gz';
@@ -60,109 +55,12 @@ export interface DiffWalk {
   size: number;
 }
 
-const major = (rdev: bigint) => Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
-const minor = (rdev: bigint) => Number((rdev & 0xffn) | ((rdev >> 12n) & 0xfff00n));
-
-/** Every xattr under `dir` (`getfattr -R -P -d -m -`), keyed by relative path; empty without getfattr. */
-async function allXattrs(dir: string): Promise<Map<string, Record<string, string>>> {
-  const out = new Map<string, Record<string, string>>();
-  let stdout: string;
-  try {
-    ({ stdout } = await run('getfattr', ['-R', '-P', '-d', '-m', '-', '-e', 'hex', '.'], {
-      cwd: dir,
-      maxBuffer: 512 << 20,
-    }));
-  } catch (e) {
-    const err = e as { code?: unknown; stdout?: string };
-    if (err.code === 'ENOENT') return out;
-    stdout = err.stdout ?? '';
-  }
-  let current: string | undefined;
-  for (const line of stdout.split('\n')) {
-    if (line.startsWith('# file: ')) {
-      const raw = line.slice(8).replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
-      current = raw === '.' ? '' : raw.replace(/^\.\//, '');
-      continue;
-    }
-    const m = /^([^=]+)=0x([0-9a-f]*)$/.exec(line);
-    if (m && current !== undefined) {
-      const x = out.get(current) ?? {};
-      x[m[1]!] = m[2]!;
-      out.set(current, x);
-    }
-  }
-  return out;
-}
-
-/** Runs `fn` over `items` with at most `limit` in flight. */
-async function eachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) await fn(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}
-
-/** Walks a diff dir (lstat only, never following links; sorted, depth first) and hashes its files. */
+/**
+ * Walks a diff dir (never following links; names in byte order, depth first) and hashes its
+ * files: the core's native `scanTree` (fd-relative walk, files hashed on native threads).
+ */
 export async function walkDiff(dir: string): Promise<DiffWalk> {
-  const xattrs = await allXattrs(dir);
-  const entries: DiffEntry[] = [];
-  const toHash: { entry: DiffEntry; abs: string }[] = [];
-  const inodes = new Map<string, string>();
-  let size = 0;
-  const visit = async (rel: string): Promise<void> => {
-    for (const name of (await readdir(rel ? path.join(dir, rel) : dir)).sort()) {
-      const r = rel ? `${rel}/${name}` : name;
-      const abs = path.join(dir, r);
-      const st = await lstat(abs, { bigint: true });
-      const type: DiffEntry['type'] = st.isDirectory()
-        ? 'directory'
-        : st.isSymbolicLink()
-          ? 'symlink'
-          : st.isFile()
-            ? 'file'
-            : st.isCharacterDevice()
-              ? 'char'
-              : st.isBlockDevice()
-                ? 'block'
-                : st.isFIFO()
-                  ? 'fifo'
-                  : 'socket';
-      const e: DiffEntry = {
-        path: r,
-        type,
-        mode: Number(st.mode & 0o7777n),
-        uid: Number(st.uid),
-        gid: Number(st.gid),
-        size: type === 'file' ? Number(st.size) : 0,
-      };
-      // Directory mtimes change whenever an entry is added or removed: the entry itself says that.
-      if (type !== 'directory')
-        e.mtime = `${st.mtimeNs / 1_000_000_000n}.${String(st.mtimeNs % 1_000_000_000n).padStart(9, '0')}`;
-      if (type !== 'directory') {
-        const key = `${st.dev}:${st.ino}`;
-        const first = inodes.get(key);
-        if (first !== undefined) e.hardlink = first;
-        else {
-          inodes.set(key, r);
-          if (st.size > 0n) size += Number(st.size);
-        }
-      }
-      if (type === 'file' && e.hardlink === undefined) toHash.push({ entry: e, abs });
-      if (type === 'symlink') e.link = await readlink(abs);
-      if (type === 'char' || type === 'block') e.rdev = `${major(st.rdev)}:${minor(st.rdev)}`;
-      const x = xattrs.get(r);
-      if (x) e.xattrs = x;
-      entries.push(e);
-      if (type === 'directory') await visit(r);
-    }
-  };
-  await visit('');
-  // Hashing runs off the JS thread (native core); a few files at a time.
-  await eachLimited(toHash, 8, async ({ entry, abs }) => {
-    entry.sha256 = (await hashFile(abs)).digest.toString();
-  });
-  return { entries, size };
+  return scanTree(dir);
 }
 
 export function encodeDiffManifest(m: DiffManifest): Uint8Array {
