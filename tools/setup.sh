@@ -13,7 +13,7 @@ build_pkgs=(rustc-web cargo-web rust-web-src lld pkg-config
   librust-sha2-dev librust-flate2-dev librust-libc-dev librust-zstd-dev libzstd-dev
   busybox-static)
 test_pkgs=(docker.io docker-registry skopeo umoci fuse-overlayfs pigz zstd busybox-static
-  apache2-utils openssl attr chromium tmux hyperfine)
+  apache2-utils openssl attr chromium tmux hyperfine squid)
 
 want=("${build_pkgs[@]}")
 [ "$mode" = test ] && want+=("${test_pkgs[@]}")

@@ -27,7 +27,8 @@ export interface RegistryErrorInit {
  * (404), ERR_REGISTRY_RATE_LIMITED (429), ERR_REGISTRY_HTTP (other statuses), ERR_REGISTRY_NETWORK,
  * ERR_REGISTRY_TLS, ERR_REGISTRY_AUTH (token/realm problems), ERR_REGISTRY_PROTOCOL (the
  * registry broke the API contract), ERR_DIGEST_MISMATCH / ERR_SIZE_MISMATCH, ERR_REGISTRY_TOO_LARGE,
- * ERR_ABORTED.
+ * ERR_ABORTED, ERR_REGISTRY_PROXY (an invalid proxy setting), ERR_DECOMPRESS (a corrupt layer
+ * stream), ERR_UNSUPPORTED (no decoder for the layer's compression here).
  */
 export class RegistryError extends StevedoreError {
   readonly registry: string;

@@ -22,6 +22,14 @@ export {
 export { parseErrorBody, RegistryError, type RegistryErrorDetail } from './errors.js';
 export { login, logout } from './login.js';
 export {
+  type ProxyEnv,
+  type ProxyResolver,
+  parseProxyUrl,
+  proxyEnvFrom,
+  proxyFromEnvironment,
+  proxyResolver,
+} from './proxy.js';
+export {
   pull,
   pullImage,
   pushImage,

@@ -3,8 +3,6 @@
  * `copyImage(await pullImage(...), ociLayoutSink(dir))` pulls into an OCI layout), pushing images
  * and indexes, and `registrySink` (so `copyImage(src, registrySink(ref))` pushes).
  */
-import { Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
 import { type Digest, Hasher } from '@stevedore/core';
 import {
   type Descriptor,
@@ -27,6 +25,7 @@ import {
   selectPlatform,
 } from '@stevedore/image';
 import type { CallOptions, RegistryClient, Repo } from './client.js';
+import { decompress } from './decompress.js';
 import { RegistryError } from './errors.js';
 
 /** A layer of a remote image; `compressed()` streams from the registry, verified (and resumed). */
@@ -54,23 +53,18 @@ export class RemoteLayer implements Layer {
       size: this.size,
     });
   }
+  /** The layer's tar (gzip and zstd decompressed), verified against the diff_id at its end. */
   async *uncompressed(): AsyncIterable<Uint8Array> {
     const compression = layerCompression(this.mediaType) ?? 'none';
     const h = new Hasher(this.diffId.algorithm);
-    let source: AsyncIterable<Uint8Array>;
-    if (compression === 'none') source = this.compressed();
-    else if (compression === 'gzip') source = Readable.from(this.compressed()).pipe(createGunzip());
-    else {
-      throw new RegistryError(
-        'ERR_UNSUPPORTED',
-        `layer ${this.digest}: ${compression} decompression is not supported here`,
-        {
-          registry: this.repo.registry,
-          repository: this.repo.repository,
-          operation: 'pull layer',
-        },
-      );
-    }
+    const source =
+      compression === 'none'
+        ? this.compressed()
+        : decompress(compression, this.compressed(), {
+            registry: this.repo.registry,
+            repository: this.repo.repository,
+            operation: `pull layer ${this.digest}`,
+          });
     for await (const c of source) {
       h.update(c);
       yield c;

@@ -2,7 +2,8 @@
  * The HTTP layer: endpoint resolution (HTTPS, plain HTTP only for insecure and loopback
  * registries, as docker), TLS with per-registry CAs from a certs.d directory, authentication
  * (Basic and Bearer tokens cached per scope), redirects that never carry credentials to another
- * host, retries with backoff and jitter, a per-registry concurrency limit.
+ * host, retries with backoff and jitter, per-registry concurrency limits (one for downloads, one for
+ * uploads), proxies from HTTPS_PROXY/HTTP_PROXY/NO_PROXY as docker reads them.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
@@ -10,9 +11,10 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rootCertificates } from 'node:tls';
-import { Agent, type Dispatcher, request } from 'undici';
+import { Agent, type Dispatcher, ProxyAgent, request } from 'undici';
 import { type Credentials, DockerConfig } from './credentials.js';
 import { httpError, parseErrorBody, RegistryError } from './errors.js';
+import { type ProxyResolver, parseProxyUrl, proxyFromEnvironment } from './proxy.js';
 import { type Challenge, parseWwwAuthenticate, splitScopes } from './www-authenticate.js';
 
 export interface RetryOptions {
@@ -31,8 +33,20 @@ export interface TransportOptions {
   certsDir?: string;
   /** Where credentials come from; default docker's config.json. `false`: anonymous only. */
   credentials?: ((registry: string) => Promise<Credentials | undefined>) | false;
-  /** Concurrent requests per registry. Default 6. */
+  /**
+   * Concurrent requests per registry, counted separately for reads (GET, HEAD) and writes (POST,
+   * PUT, PATCH, DELETE), as docker limits downloads and uploads separately: a copy between two
+   * repositories of one registry streams each download into an upload, and one shared pool
+   * would let the downloads wait on uploads that wait on downloads. Default 6 each.
+   */
   maxConcurrency?: number;
+  /**
+   * Proxy: default, from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` (and lower case) with docker's
+   * (Go's) rules, which never proxy localhost and loopback IPs; a URL string: every request
+   * through that proxy (https by a CONNECT tunnel; TLS to the registry is still verified with its
+   * CAs); a function: your own choice per URL (`proxyFromEnvironment(env)`); `false`: none.
+   */
+  proxy?: string | ProxyResolver | false;
   retry?: RetryOptions;
   userAgent?: string;
   /** Extra CA certificates (PEM) trusted for every registry. */
@@ -164,6 +178,8 @@ class Semaphore {
   private readonly waiters: (() => void)[] = [];
   constructor(private readonly max: number) {}
   async acquire(signal?: AbortSignal): Promise<() => void> {
+    // an already-aborted signal never fires its abort event: refuse to queue
+    if (signal?.aborted) throw signal.reason;
     if (this.active >= this.max) {
       await new Promise<void>((resolve, reject) => {
         const w = () => {
@@ -195,20 +211,26 @@ interface CachedToken {
   expires: number;
 }
 
-/** Per-registry state: endpoint, TLS agent, auth, tokens, concurrency. */
+/** Per-registry state: endpoint, TLS agents (direct and per proxy), auth, tokens, concurrency. */
 class Host {
   base: Promise<URL> | undefined;
-  agent: Agent | undefined;
+  readonly agents = new Map<string, Dispatcher>();
   /** The auth scheme the registry asked for (set by the first challenge). */
   challenge: Challenge | undefined;
   credentials: Promise<Credentials | undefined> | undefined;
   readonly tokens = new Map<string, CachedToken>();
-  readonly sem: Semaphore;
+  /** Reads and writes wait in separate queues (see `maxConcurrency`). */
+  readonly reads: Semaphore;
+  readonly writes: Semaphore;
   constructor(
     readonly name: string,
     max: number,
   ) {
-    this.sem = new Semaphore(max);
+    this.reads = new Semaphore(max);
+    this.writes = new Semaphore(max);
+  }
+  slots(method: RequestSpec['method']): Semaphore {
+    return method === 'GET' || method === 'HEAD' ? this.reads : this.writes;
   }
 }
 
@@ -220,6 +242,7 @@ export class Transport {
   private readonly insecure: Set<string>;
   private readonly certsDir: string;
   private readonly docker = new DockerConfig();
+  private proxies: ProxyResolver | undefined;
   readonly retry: Required<RetryOptions>;
 
   constructor(readonly options: TransportOptions = {}) {
@@ -251,24 +274,56 @@ export class Transport {
     return h;
   }
 
-  /** The undici agent for a registry: system CAs + certs.d CAs; no verification only for insecure registries. */
-  private agentFor(h: Host): Agent {
-    if (!h.agent) {
+  /** The proxy for a URL (undefined: direct); an invalid proxy setting is an error that names it. */
+  proxyFor(url: URL, ctx: ErrCtx): URL | undefined {
+    try {
+      if (!this.proxies) {
+        const p = this.options.proxy;
+        if (p === false) this.proxies = () => undefined;
+        else if (typeof p === 'function') this.proxies = p;
+        else if (typeof p === 'string') {
+          const all = parseProxyUrl(p, 'proxy option');
+          this.proxies = () => all;
+        } else this.proxies = proxyFromEnvironment();
+      }
+      return this.proxies(url);
+    } catch (e) {
+      throw new RegistryError('ERR_REGISTRY_PROXY', (e as Error).message, { ...ctx, cause: e });
+    }
+  }
+
+  /**
+   * The undici dispatcher for requests to `url` on behalf of registry `h`: system CAs + the
+   * registry's certs.d CAs, no verification only for insecure registries; through a proxy when
+   * `proxyFor` says so (https tunnelled with CONNECT, the registry's TLS options kept end to end).
+   */
+  private dispatcherFor(h: Host, url: URL, operation = 'connect'): Dispatcher {
+    const proxy = this.proxyFor(url, { registry: h.name, operation });
+    const key = proxy?.href ?? 'direct';
+    let d = h.agents.get(key);
+    if (!d) {
       const cas: string[] = [...(this.options.ca ?? [])];
       const dir = path.join(this.certsDir, h.name);
       try {
         for (const f of readdirSync(dir)) if (f.endsWith('.crt')) cas.push(readFileSync(path.join(dir, f), 'utf8'));
       } catch {}
-      const insecure = this.isInsecure(h.name);
-      h.agent = new Agent({
-        connect: {
-          ...(cas.length ? { ca: [...tlsRootCertificates(), ...cas] } : {}),
-          rejectUnauthorized: !insecure,
-        },
-        keepAliveTimeout: 10_000,
-      });
+      const tls = {
+        ...(cas.length ? { ca: [...tlsRootCertificates(), ...cas] } : {}),
+        rejectUnauthorized: !this.isInsecure(h.name),
+      };
+      d = proxy
+        ? new ProxyAgent({
+            uri: proxy.href,
+            requestTls: tls,
+            ...(this.options.ca?.length ? { proxyTls: { ca: [...tlsRootCertificates(), ...this.options.ca] } } : {}),
+            // plain-HTTP registries get absolute-URI requests, as Go sends them; https is a CONNECT tunnel
+            proxyTunnel: false,
+            keepAliveTimeout: 10_000,
+          })
+        : new Agent({ connect: tls, keepAliveTimeout: 10_000 });
+      h.agents.set(key, d);
     }
-    return h.agent;
+    return d;
   }
 
   /** The registry's base URL: HTTPS, else (insecure or loopback only) HTTP when HTTPS cannot talk to it. */
@@ -286,7 +341,7 @@ export class Transport {
     try {
       const r = await request(new URL('/v2/', https), {
         method: 'GET',
-        dispatcher: this.agentFor(h),
+        dispatcher: this.dispatcherFor(h, https, 'ping'),
         signal,
         headersTimeout: 15_000,
       });
@@ -294,6 +349,7 @@ export class Transport {
       return https;
     } catch (e) {
       if (signal?.aborted) throw abortError(h.name, 'ping', signal);
+      if (e instanceof RegistryError) throw e;
       if (!this.allowsHttp(h.name) || isTlsVerifyError(e)) {
         throw new RegistryError(
           isTlsVerifyError(e) ? 'ERR_REGISTRY_TLS' : 'ERR_REGISTRY_NETWORK',
@@ -386,7 +442,7 @@ export class Transport {
     const sendCreds =
       !!creds && !(isPrivateIp(realmHost) && !isPrivateIp(hostOnly(h.name)) && realmHost !== hostOnly(h.name));
     const service = c.params.service;
-    const agent = this.agentFor(h);
+    const agent = this.dispatcherFor(h, realm, ctx.operation);
     let res: Dispatcher.ResponseData;
     try {
       if (sendCreds && creds?.identityToken) {
@@ -486,7 +542,7 @@ export class Transport {
     let authRetried = streamed;
     for (let attempt = 0; ; attempt++) {
       if (signal?.aborted) throw abortError(registry, spec.operation, signal);
-      const release = await h.sem.acquire(signal);
+      const release = await h.slots(spec.method).acquire(signal);
       let res: Response;
       try {
         const auth = await this.authorization(h, scopes, ctx, signal);
@@ -570,7 +626,7 @@ export class Transport {
         });
       }
       const sameHost = url.host === base.host;
-      const dispatcher = sameHost ? this.agentFor(h) : this.agentFor(this.host(url.host));
+      const dispatcher = this.dispatcherFor(sameHost ? h : this.host(url.host), url, spec.operation);
       const r = await request(url, {
         method,
         headers,
@@ -613,7 +669,7 @@ export class Transport {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.hosts.values()].map((h) => h.agent?.close()));
+    await Promise.all([...this.hosts.values()].flatMap((h) => [...h.agents.values()].map((a) => a.close())));
   }
 }
 
