@@ -12,6 +12,7 @@ use napi::sys::{napi_env, napi_value};
 use napi::{Callback, Env, JsError, JsResult, PinnedBytes};
 use std::fs::File;
 use std::io::Read;
+use std::sync::{Arc, Mutex};
 use stevedore_core::{digest, Algorithm, Digest, Hasher};
 
 fn algorithm(env: Env, v: napi_value) -> JsResult<Algorithm> {
@@ -82,37 +83,122 @@ fn hash_file(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
     )
 }
 
-/// A streaming hasher behind a JS external; `None` once finished.
-struct HasherHandle(Option<Hasher>);
+/// A streaming hasher behind a JS external; `None` once finished. Shared (`Arc<Mutex>`) so
+/// that `fileAppend` can feed it on a pool thread while JS holds the handle.
+struct HasherHandle(Arc<Mutex<Option<Hasher>>>);
 
-fn live_hasher<'a>(env: Env, v: napi_value) -> JsResult<&'a mut Hasher> {
-    env.get_external::<HasherHandle>(v, "hasher")?
-        .0
-        .as_mut()
-        .ok_or_else(|| JsError::new("ERR_HASHER_FINISHED", "hasher was already finished"))
+fn hasher_cell(env: Env, v: napi_value) -> JsResult<Arc<Mutex<Option<Hasher>>>> {
+    Ok(env.get_external::<HasherHandle>(v, "hasher")?.0.clone())
+}
+
+fn finished() -> JsError {
+    JsError::new("ERR_HASHER_FINISHED", "hasher was already finished")
+}
+
+fn with_hasher<T>(env: Env, v: napi_value, f: impl FnOnce(&mut Hasher) -> T) -> JsResult<T> {
+    let cell = hasher_cell(env, v)?;
+    let mut guard = cell.lock().unwrap_or_else(|e| e.into_inner());
+    guard.as_mut().map(f).ok_or_else(finished)
 }
 
 fn hasher_create(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
     let alg = algorithm(env, args[0])?;
-    env.external(HasherHandle(Some(Hasher::new(alg))))
+    env.external(HasherHandle(Arc::new(Mutex::new(Some(Hasher::new(alg))))))
 }
 
 fn hasher_update(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
-    let hasher = live_hasher(env, args[0])?;
-    hasher.update(env.get_bytes(args[1], "data")?);
+    let data = env.get_bytes(args[1], "data")?;
+    with_hasher(env, args[0], |h| h.update(data))?;
     env.undefined()
 }
 
 fn hasher_clone(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
-    let copy = live_hasher(env, args[0])?.clone();
-    env.external(HasherHandle(Some(copy)))
+    let copy = with_hasher(env, args[0], |h| h.clone())?;
+    env.external(HasherHandle(Arc::new(Mutex::new(Some(copy)))))
 }
 
 fn hasher_finish(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
-    live_hasher(env, args[0])?;
-    let handle = env.get_external::<HasherHandle>(args[0], "hasher")?;
-    let hasher = handle.0.take().expect("checked live above");
+    let cell = hasher_cell(env, args[0])?;
+    let hasher = cell
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .ok_or_else(finished)?;
     digest_string(env, hasher.finish())
+}
+
+/// `hasherUpdateAsync(hasher, chunks: Uint8Array[]) -> Promise<bytes>`: feeds the chunks to
+/// the hasher on the libuv pool (one call in flight per hasher; chunks untouched meanwhile).
+fn hasher_update_async(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
+    let cell = hasher_cell(env, args[0])?;
+    let list = env.get_array(args[1], "chunks")?;
+    let mut chunks = Vec::with_capacity(list.len());
+    for &c in &list {
+        chunks.push(PinnedBytes::new(env.get_bytes(c, "chunk")?));
+    }
+    env.spawn(
+        "stevedore:hasherUpdate",
+        &[args[1]],
+        move || {
+            let mut guard = cell.lock().unwrap_or_else(|e| e.into_inner());
+            let hasher = guard.as_mut().ok_or_else(finished)?;
+            let mut total = 0u64;
+            for c in &chunks {
+                hasher.update(c.as_slice());
+                total += c.as_slice().len() as u64;
+            }
+            Ok(total)
+        },
+        |env, total| env.double(total as f64),
+    )
+}
+
+/// `fileAppend(fd, chunks: Uint8Array[], hasher|null) -> Promise<bytes written>`: on the libuv
+/// pool, writes every chunk to the open file descriptor `fd` (at its current offset) and feeds
+/// it to `hasher`. Moves a download's hashing and writing off the JS thread in one pool trip;
+/// the caller keeps one call in flight per file (order) and does not touch the chunks meanwhile.
+fn file_append(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
+    let fd = env.get_f64(args[0], "fd")?;
+    if fd < 0.0 || fd.fract() != 0.0 || fd > f64::from(i32::MAX) {
+        return Err(JsError::type_error("fd must be a file descriptor"));
+    }
+    let fd = fd as i32;
+    let list = env.get_array(args[1], "chunks")?;
+    let mut chunks = Vec::with_capacity(list.len());
+    for &c in &list {
+        chunks.push(PinnedBytes::new(env.get_bytes(c, "chunk")?));
+    }
+    let hasher = if env.is_nullish(args[2])? {
+        None
+    } else {
+        Some(hasher_cell(env, args[2])?)
+    };
+    env.spawn(
+        "stevedore:fileAppend",
+        &[args[1]],
+        move || {
+            use std::io::Write as _;
+            use std::os::fd::FromRawFd as _;
+            // SAFETY: the caller's open descriptor, borrowed for these writes and never
+            // closed here (ManuallyDrop).
+            let mut file = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+            let mut total = 0u64;
+            let mut guard = hasher
+                .as_ref()
+                .map(|cell| cell.lock().unwrap_or_else(|e| e.into_inner()));
+            for chunk in &chunks {
+                let data = chunk.as_slice();
+                if let Some(g) = &mut guard {
+                    g.as_mut().ok_or_else(finished)?.update(data);
+                }
+                file.write_all(data)
+                    .map_err(|e| JsError::new("ERR_IO", format!("write to fd {fd}: {e}")))?;
+                total += data.len() as u64;
+            }
+            Ok(total)
+        },
+        |env, total| env.double(total as f64),
+    )
 }
 
 fn version(env: Env, _args: &[napi_value]) -> JsResult<napi_value> {
@@ -150,6 +236,8 @@ const EXPORTS: &[(&str, Callback)] = &[
     ("layerApply", engine::layer_apply),
     ("layerFlatten", engine::layer_flatten),
     ("treeScan", engine::tree_scan),
+    ("fileAppend", file_append),
+    ("hasherUpdateAsync", hasher_update_async),
     ("layerCreate", engine::layer_create),
 ];
 

@@ -100,6 +100,31 @@ export class Hasher {
     return this.bytes;
   }
 
+  /**
+   * For the engine (`appendToFile`), which feeds a native hasher off the JS thread: the native
+   * handle (undefined for a wasm hasher), and the bytes it fed.
+   * @internal
+   */
+  get nativeHandle(): unknown {
+    return this.inner.nativeHandle;
+  }
+  /** @internal */
+  fedElsewhere(bytes: number): void {
+    this.bytes += bytes;
+  }
+
+  /**
+   * Feeds `chunks` off the JS thread where the backend can (native: the libuv pool), else here.
+   * Keep one call in flight per hasher and leave the chunks untouched until it settles; see
+   * {@link HashFeed} for a stream's worth of chunks.
+   */
+  async updateMany(chunks: Uint8Array[]): Promise<void> {
+    if (this.inner.updateAsync) {
+      await this.inner.updateAsync(chunks);
+      for (const c of chunks) this.bytes += c.length;
+    } else for (const c of chunks) this.update(c);
+  }
+
   /** An independent copy of the current state (e.g. to checkpoint a resumable download). */
   clone(): Hasher {
     const copy = new Hasher(this.algorithm, this.inner.clone());
@@ -109,6 +134,57 @@ export class Hasher {
 
   digest(): Digest {
     return Digest.fromCore(this.inner.finish());
+  }
+}
+
+/**
+ * Hashes a stream's chunks in batches off the JS thread, one batch in flight: `push` each
+ * chunk as it passes (await it when it returns a promise: the previous batch is still being
+ * hashed), `flush` before reading the hasher. Chunks must not be modified after `push`.
+ */
+export class HashFeed {
+  private batch: Uint8Array[] = [];
+  private pending = 0;
+  private inflight: Promise<void> | undefined;
+
+  constructor(
+    readonly hasher: Hasher,
+    private readonly batchBytes = 1 << 20,
+  ) {}
+
+  push(chunk: Uint8Array): Promise<void> | undefined {
+    this.batch.push(chunk);
+    this.pending += chunk.length;
+    if (this.pending < this.batchBytes) return undefined;
+    return this.start();
+  }
+
+  private async start(): Promise<void> {
+    await this.inflight;
+    const batch = this.batch;
+    this.batch = [];
+    this.pending = 0;
+    const running = this.hasher.updateMany(batch);
+    running.catch(() => {}); // observed later by start/flush; never an unhandled rejection
+    this.inflight = running;
+  }
+
+  /** Every pushed chunk hashed. */
+  async flush(): Promise<void> {
+    await this.inflight;
+    this.inflight = undefined;
+    if (this.batch.length) {
+      const batch = this.batch;
+      this.batch = [];
+      this.pending = 0;
+      await this.hasher.updateMany(batch);
+    }
+  }
+
+  /** Waits for a running batch, ignoring its error (cleanup after a failure elsewhere). */
+  async settle(): Promise<void> {
+    await this.inflight?.catch(() => {});
+    this.inflight = undefined;
   }
 }
 

@@ -14,6 +14,10 @@ export interface HasherBackend {
   clone(): HasherBackend;
   /** Returns `algorithm:hex`; the hasher cannot be used afterwards. */
   finish(): string;
+  /** The native addon's handle, when this hasher lives there (engine calls feed it off-thread). */
+  readonly nativeHandle?: unknown;
+  /** Feeds `chunks` off the JS thread (native only). */
+  updateAsync?(chunks: Uint8Array[]): Promise<void>;
 }
 
 export interface Backend extends LayerBackend {

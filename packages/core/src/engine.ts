@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { rename, rm } from 'node:fs/promises';
-import type { Digest } from './api.js';
+import type { Digest, Hasher } from './api.js';
 import { asStevedoreError, StevedoreError } from './errors.js';
 import { loadNativeAddon, type NativeAddon } from './native.js';
 
@@ -247,6 +247,35 @@ export async function scanTree(dir: string): Promise<{ entries: TreeEntry[]; siz
   const a = addon();
   try {
     return JSON.parse(await a.treeScan(dir)) as { entries: TreeEntry[]; size: number };
+  } catch (e) {
+    throw asStevedoreError(e);
+  }
+}
+
+/** Whether the native engine is available (`appendToFile`, `applyLayer`, ...). */
+export function hasNativeEngine(): boolean {
+  try {
+    addon();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Writes `chunks` to the open file descriptor `fd` (at its offset) and feeds them to `hasher`,
+ * both on a native pool thread: a download's hashing and writing leave the JS thread in one
+ * trip. Keep one call in flight per file (order matters) and do not touch the chunks until it
+ * settles. A wasm-backed hasher is fed here on the JS thread instead. Returns bytes written.
+ */
+export async function appendToFile(fd: number, chunks: Uint8Array[], hasher?: Hasher): Promise<number> {
+  const a = addon();
+  const handle = hasher?.nativeHandle;
+  if (hasher && handle === undefined) for (const c of chunks) hasher.update(c);
+  try {
+    const n = await a.fileAppend(fd, chunks, (handle ?? null) as Parameters<NativeAddon['fileAppend']>[2]);
+    if (hasher && handle !== undefined) hasher.fedElsewhere(n);
+    return n;
   } catch (e) {
     throw asStevedoreError(e);
   }

@@ -19,6 +19,7 @@ export { DIGEST_ALGORITHMS } from './backend.js';
 export {
   type ApplyLayerOptions,
   type ApplyLayerReport,
+  appendToFile,
   applyLayer,
   type CreateLayerOptions,
   type CreateLayerReport,
@@ -26,10 +27,11 @@ export {
   type FlattenLayer,
   type FlattenOptions,
   flattenLayers,
+  hasNativeEngine,
   type LayerProgress,
+  type LayerWarning,
   scanTree,
   type TreeEntry,
-  type LayerWarning,
 } from './engine.js';
 export { StevedoreError } from './errors.js';
 export * from './layers.js';

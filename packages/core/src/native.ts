@@ -68,6 +68,8 @@ export interface NativeAddon {
     progress: unknown,
   ): Promise<import('./engine.js').ApplyLayerReport[]>;
   treeScan(dir: string): Promise<string>;
+  fileAppend(fd: number, chunks: Uint8Array[], hasher: Handle | null): Promise<number>;
+  hasherUpdateAsync(hasher: Handle, chunks: Uint8Array[]): Promise<number>;
   layerCreate(
     source: string,
     out: string,
@@ -113,6 +115,16 @@ class NativeHasher implements HasherBackend {
     private readonly addon: NativeAddon,
     private readonly handle: Handle,
   ) {}
+  get nativeHandle(): Handle {
+    return this.handle;
+  }
+  async updateAsync(chunks: Uint8Array[]): Promise<void> {
+    try {
+      await this.addon.hasherUpdateAsync(this.handle, chunks);
+    } catch (e) {
+      throw asStevedoreError(e);
+    }
+  }
   update(data: Uint8Array): void {
     guard(() => this.addon.hasherUpdate(this.handle, data));
   }

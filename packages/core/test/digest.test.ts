@@ -2,13 +2,16 @@
 // other and with Node's crypto on every vector.
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  appendToFile,
   Digest,
   type DigestAlgorithm,
   Hasher,
+  HashFeed,
   hash,
   hashAsync,
   hashFile,
@@ -186,5 +189,52 @@ describe('backend selection (STEVEDORE_BACKEND)', () => {
     expect(kindWith('wasm')).toBe('wasm');
     expect(kindWith('native')).toBe('native');
     expect(kindWith('fast')).toBe('ERR_INVALID_ARG_VALUE');
+  });
+});
+
+describe('off-thread hashing and writing (HashFeed, appendToFile)', () => {
+  const data = randomBytes(5_000_003);
+  const chunks = () => {
+    const out: Uint8Array[] = [];
+    for (let i = 0, n = 1; i < data.length; i += n, n = (n * 7 + 13) % 70_000) out.push(data.subarray(i, i + n));
+    return out;
+  };
+  const want = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+
+  it('HashFeed gives the digest of everything pushed, in order, with small batches', async () => {
+    const feed = new HashFeed(new Hasher('sha256'), 100_000);
+    for (const c of chunks()) {
+      const wait = feed.push(c);
+      if (wait) await wait;
+    }
+    await feed.flush();
+    expect(feed.hasher.size).toBe(data.length);
+    expect(feed.hasher.digest().toString()).toBe(want);
+  });
+
+  it('appendToFile writes the chunks at the file offset and feeds the hasher', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stevedore-append-'));
+    try {
+      const file = join(dir, 'out');
+      const fh = await open(file, 'wx');
+      const h = new Hasher('sha256');
+      const all = chunks();
+      let written = 0;
+      for (let i = 0; i < all.length; i += 40) written += await appendToFile(fh.fd, all.slice(i, i + 40), h);
+      await fh.close();
+      expect(written).toBe(data.length);
+      expect(readFileSync(file).equals(data)).toBe(true);
+      expect(h.size).toBe(data.length);
+      expect(h.digest().toString()).toBe(want);
+      // A finished hasher is refused, with nothing written.
+      const fh2 = await open(join(dir, 'two'), 'wx');
+      await expect(appendToFile(fh2.fd, [data.subarray(0, 10)], h)).rejects.toMatchObject({
+        code: 'ERR_HASHER_FINISHED',
+      });
+      await fh2.close();
+      expect(readFileSync(join(dir, 'two')).length).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

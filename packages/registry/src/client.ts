@@ -14,7 +14,7 @@
 import { createReadStream } from 'node:fs';
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { Digest, Hasher } from '@stevedore/core';
+import { Digest, Hasher, HashFeed } from '@stevedore/core';
 import {
   type Descriptor,
   DOCKER_MANIFEST,
@@ -322,88 +322,102 @@ export class RegistryClient {
     const op = `pull blob ${digest}`;
     const ctx = this.ctx(repo, op);
     const hasher = o.resume?.hasher ?? new Hasher(digest.algorithm);
+    // Hashing runs in batches on the native pool while the next chunks arrive (the JS thread
+    // only moves network buffers); flushed before the hasher is read.
+    const feed = new HashFeed(hasher);
     let offset = o.resume?.offset ?? 0;
     let resumes = 0;
     let noRange = false;
-    while (offset < size || offset === 0) {
-      const headers: Record<string, string> = {};
-      if (offset > 0 && !noRange) headers.range = `bytes=${offset}-${size - 1}`;
-      noRange = false;
-      const res = await this.send(repo, {
-        method: 'GET',
-        path: `/v2/${enc(repo.repository)}/blobs/${digest}`,
-        headers,
-        scopes: [pullScope(repo)],
-        operation: op,
-        signal: o.signal,
-      });
-      // skip: bytes of a restarted (200) response that were already read; they must hash the same
-      let skip = 0;
-      let prefix: Hasher | undefined;
-      let checkpoint: Digest | undefined;
-      if (res.status === 206 && offset > 0) {
-        const cr = contentRange(header(res, 'content-range'));
-        if (!cr || cr.start !== offset || cr.end !== size - 1 || (cr.total !== undefined && cr.total !== size)) {
-          // not the range we asked for: restart from zero
-          await dump(res);
-          noRange = true;
-          continue;
+    try {
+      while (offset < size || offset === 0) {
+        const headers: Record<string, string> = {};
+        if (offset > 0 && !noRange) headers.range = `bytes=${offset}-${size - 1}`;
+        noRange = false;
+        const res = await this.send(repo, {
+          method: 'GET',
+          path: `/v2/${enc(repo.repository)}/blobs/${digest}`,
+          headers,
+          scopes: [pullScope(repo)],
+          operation: op,
+          signal: o.signal,
+        });
+        // skip: bytes of a restarted (200) response that were already read; they must hash the same
+        let skip = 0;
+        let prefix: Hasher | undefined;
+        let checkpoint: Digest | undefined;
+        if (res.status === 206 && offset > 0) {
+          const cr = contentRange(header(res, 'content-range'));
+          if (!cr || cr.start !== offset || cr.end !== size - 1 || (cr.total !== undefined && cr.total !== size)) {
+            // not the range we asked for: restart from zero
+            await dump(res);
+            noRange = true;
+            continue;
+          }
+        } else if (res.status === 200) {
+          if (offset > 0) {
+            skip = offset;
+            prefix = new Hasher(digest.algorithm);
+            await feed.flush();
+            checkpoint = hasher.clone().digest();
+          }
+        } else {
+          await failFor(res, ctx);
         }
-      } else if (res.status === 200) {
-        if (offset > 0) {
-          skip = offset;
-          prefix = new Hasher(digest.algorithm);
-          checkpoint = hasher.clone().digest();
-        }
-      } else {
-        await failFor(res, ctx);
-      }
-      try {
-        let pos = 0;
-        for await (const chunk of res.body) {
-          let c = new Uint8Array((chunk as Buffer).buffer, (chunk as Buffer).byteOffset, (chunk as Buffer).byteLength);
-          if (pos < skip) {
-            const take = Math.min(skip - pos, c.length);
-            prefix!.update(c.subarray(0, take));
-            pos += take;
-            c = c.subarray(take);
-            if (pos === skip && !prefix!.clone().digest().equals(checkpoint!)) {
+        try {
+          let pos = 0;
+          for await (const chunk of res.body) {
+            let c = new Uint8Array(
+              (chunk as Buffer).buffer,
+              (chunk as Buffer).byteOffset,
+              (chunk as Buffer).byteLength,
+            );
+            if (pos < skip) {
+              const take = Math.min(skip - pos, c.length);
+              prefix!.update(c.subarray(0, take));
+              pos += take;
+              c = c.subarray(take);
+              if (pos === skip && !prefix!.clone().digest().equals(checkpoint!)) {
+                throw new RegistryError(
+                  'ERR_DIGEST_MISMATCH',
+                  `blob ${digest}: restarted download differs from the bytes already read`,
+                  ctx,
+                );
+              }
+              if (c.length === 0) continue;
+            }
+            if (offset + c.length > size) {
               throw new RegistryError(
-                'ERR_DIGEST_MISMATCH',
-                `blob ${digest}: restarted download differs from the bytes already read`,
+                'ERR_SIZE_MISMATCH',
+                `blob ${digest}: size mismatch (expected ${size}, got more)`,
                 ctx,
               );
             }
-            if (c.length === 0) continue;
+            const wait = feed.push(c);
+            if (wait) await wait;
+            offset += c.length;
+            this.progress('pull', repo, digest, offset, size);
+            yield c;
           }
-          if (offset + c.length > size) {
+          res.release();
+          break;
+        } catch (e) {
+          res.body.destroy();
+          res.release();
+          if (e instanceof RegistryError) throw e;
+          if (o.signal?.aborted) throw new RegistryError('ERR_ABORTED', 'aborted', { ...ctx, cause: e });
+          if (resumes++ >= this.maxResumes) {
             throw new RegistryError(
-              'ERR_SIZE_MISMATCH',
-              `blob ${digest}: size mismatch (expected ${size}, got more)`,
-              ctx,
+              'ERR_REGISTRY_NETWORK',
+              `blob ${digest}: connection lost at byte ${offset} of ${size}: ${(e as Error).message}`,
+              { ...ctx, cause: e },
             );
           }
-          hasher.update(c);
-          offset += c.length;
-          this.progress('pull', repo, digest, offset, size);
-          yield c;
+          // a dropped connection: ask for the rest with Range from `offset`
         }
-        res.release();
-        break;
-      } catch (e) {
-        res.body.destroy();
-        res.release();
-        if (e instanceof RegistryError) throw e;
-        if (o.signal?.aborted) throw new RegistryError('ERR_ABORTED', 'aborted', { ...ctx, cause: e });
-        if (resumes++ >= this.maxResumes) {
-          throw new RegistryError(
-            'ERR_REGISTRY_NETWORK',
-            `blob ${digest}: connection lost at byte ${offset} of ${size}: ${(e as Error).message}`,
-            { ...ctx, cause: e },
-          );
-        }
-        // a dropped connection: ask for the rest with Range from `offset`
       }
+      await feed.flush();
+    } finally {
+      await feed.settle();
     }
     this.finish(hasher, offset, size, digest, ctx);
   }
