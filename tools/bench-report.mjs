@@ -93,6 +93,42 @@ if (registry) {
   out.push('');
 }
 
+const overlay = load('overlay');
+if (overlay) {
+  const i = overlay.image;
+  out.push(
+    `**Overlay store pull** (\`overlay:bench\`, ${overlay.machine}, docker ${overlay.docker}, ${overlay.skopeo}, load ${overlay.loadAverage.before[0]}→${overlay.loadAverage.after[0]}): ${(i.compressedBytes / 1e6).toFixed(0)} MB gzip, ${i.layers} layers, ${i.files} files, from a loopback registry, best of two; time ÷ docker pull (goal ≤ ${overlay.goal.vsDocker}×) and ÷ skopeo (stretch ≤ ${overlay.goal.stretchVsSkopeo}×), lower is better.`,
+    '',
+  );
+  out.push('| step | seconds | ÷ docker | ÷ skopeo | CPU s | peak RSS |', '| --- | --- | --- | --- | --- | --- |');
+  for (const r of overlay.results)
+    out.push(
+      `| ${cell(r.name)} | ${r.seconds.toFixed(2)} | ${r.ratio ? x(r.ratio) : ''} | ${r.vsSkopeo ? x(r.vsSkopeo) : ''} | ${r.cpuSeconds.toFixed(1)} | ${r.maxRssMiB.toFixed(0)} MiB |`,
+    );
+  const m = overlay.mount;
+  const ms = (s) => `${(s * 1000).toFixed(1)} ms`;
+  out.push(
+    '',
+    `Mount of a ${m.layers}-layer image (read-only kernel overlay, average of ${m.runs}): ours ${ms(m.ours.mount)} + umount ${ms(m.ours.umount)}; mount(8) by hand with the same lowerdir ${ms(m.byHand.mount)} + ${ms(m.byHand.umount)} (${x(m.ratio)}).`,
+    '',
+  );
+}
+
+const web = load('web');
+if (web) {
+  const a = web.archive;
+  out.push(
+    `**Web inspector** (\`web:bench\`, ${web.machine}, ${web.chromium}): verify and index a ${(a.bytes / 1e6).toFixed(0)} MB docker save (${a.layers} gzip layers, ${a.files} files); Chromium time ÷ Node native time (lower is better).`,
+    '',
+  );
+  out.push('| where | seconds | MB/s | ratio | peak RSS |', '| --- | --- | --- | --- | --- |');
+  for (const r of web.results)
+    out.push(
+      `| ${cell(r.name)} | ${r.seconds.toFixed(2)} | ${r.mbps.toFixed(0)} | ${r.ratio ? x(r.ratio) : ''} | ${(r.maxRssMiB ?? r.rendererPeakRssMiB).toFixed(0)} MiB${r.rendererPeakRssMiB ? ' (renderer)' : ''} |`,
+    );
+  out.push('');
+}
+
 const server = load('server');
 if (server) {
   out.push(

@@ -62,6 +62,32 @@ async function* chunks(stream: ReadableStream<Uint8Array>): AsyncGenerator<Uint8
   }
 }
 
+/**
+ * A byte stream read into one reused buffer (a BYOB reader), so a long read leaves no garbage
+ * chunk behind for the collector; each chunk is valid until the next one is asked for. Streams
+ * that are not byte streams are read as they come.
+ */
+async function* reusedChunks(stream: ReadableStream<Uint8Array>, size = 1 << 20): AsyncGenerator<Uint8Array> {
+  let reader: ReadableStreamBYOBReader;
+  try {
+    reader = stream.getReader({ mode: 'byob' });
+  } catch {
+    yield* chunks(stream);
+    return;
+  }
+  let buffer = new ArrayBuffer(size);
+  try {
+    for (;;) {
+      const { done, value } = await reader.read(new Uint8Array(buffer, 0, size));
+      if (done || !value) return;
+      buffer = value.buffer as ArrayBuffer; // handed back (transferred) by the read
+      if (value.length) yield value;
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
+
 /** The archive's tar bytes as a stream, counting compressed bytes read for progress. */
 function tarStream(source: Blob, gzipped: boolean, onRead?: (n: number) => void): ReadableStream<Uint8Array> {
   let raw = source.stream() as ReadableStream<Uint8Array>;
@@ -87,13 +113,17 @@ export async function indexArchive(source: Blob, progress?: Progress): Promise<A
   const reader = new TarReader({ hash: 'sha256', withData: true });
   let read = 0;
   let lastReport = 0;
-  const stream = tarStream(source, gzipped, (n) => {
+  const onRead = (n: number) => {
     read += n;
     if (progress && read - lastReport > 4 * 1024 * 1024) {
       lastReport = read;
       progress(read, source.size, 'reading archive');
     }
-  });
+  };
+  // A plain tar is read from the file into one reused buffer; a gzip'd one through the inflater.
+  const input = gzipped
+    ? chunks(tarStream(source, true, onRead))
+    : reusedChunks(source.stream() as ReadableStream<Uint8Array>);
   let pos = 0;
   let current: Member | undefined;
   let parts: Uint8Array[] | undefined;
@@ -127,7 +157,8 @@ export async function indexArchive(source: Blob, progress?: Progress): Promise<A
       }
     }
   };
-  for await (const chunk of chunks(stream)) {
+  for await (const chunk of input) {
+    if (!gzipped) onRead(chunk.length);
     handle(reader.push(chunk), chunk, pos);
     pos += chunk.length;
   }

@@ -3,7 +3,7 @@
  * and checks every blob: digest = name, sizes = descriptors, layer digests = the manifest,
  * diff_ids = the config's rootfs.
  */
-import type { ArchiveIndex, Member } from './archive.js';
+import { type ArchiveIndex, type Member, readMember } from './archive.js';
 import {
   formatPlatform,
   type ImageConfig,
@@ -26,9 +26,20 @@ export interface Check {
   status: CheckStatus;
 }
 
+/**
+ * Where a layer blob's bytes come from (an archive member, a registry blob): every `open()`
+ * streams the blob anew, as stored (compressed or not). `size` is the stored size as far as
+ * the source knows it (an archive member's size; a registry descriptor's claim).
+ */
+export interface LayerSource {
+  name: string;
+  size: number;
+  open(): Promise<ReadableStream<Uint8Array>>;
+}
+
 export interface LayerRef {
   index: number;
-  member: Member;
+  source: LayerSource;
   /** From the manifest (the compressed blob's digest), when there is one. */
   digest?: string;
   mediaType?: string;
@@ -41,12 +52,15 @@ export interface LayerRef {
   comment?: string;
 }
 
+export type ImageFormat = 'docker-archive' | 'oci-layout' | 'registry';
+
 export interface ImageInfo {
-  format: 'docker-archive' | 'oci-layout';
+  format: ImageFormat;
   tags: string[];
   platform: string;
   manifestDigest?: string;
   manifest?: ImageManifest;
+  /** The config as read: `digest` computed here, `json` its bytes. */
   configMember: Member;
   configDigest: string;
   config: ImageConfig;
@@ -55,7 +69,7 @@ export interface ImageInfo {
 
 export interface OpenedArchive {
   archive: ArchiveIndex;
-  format: 'docker-archive' | 'oci-layout';
+  format: ImageFormat;
   images: ImageInfo[];
   /** Every blob-named member checked against its name. */
   blobChecks: Check[];
@@ -68,6 +82,11 @@ const LEGACY_CONFIG = /^(?:.*\/)?([0-9a-f]{64})\.json$/;
 function blobMember(a: ArchiveIndex, digest: string): Member | undefined {
   const [alg, hex] = digest.split(':');
   return a.members.get(`blobs/${alg}/${hex}`);
+}
+
+/** A member of an indexed archive as a layer source (ranges of the file, or re-inflated). */
+export function memberSource(a: ArchiveIndex, member: Member): LayerSource {
+  return { name: member.name, size: member.size, open: async () => readMember(a, member) };
 }
 
 function json(m: Member | undefined): unknown {
@@ -100,7 +119,8 @@ function blobChecks(a: ArchiveIndex): Check[] {
   return out;
 }
 
-function layersOf(config: ImageConfig): Pick<LayerRef, 'createdBy' | 'created' | 'comment'>[] {
+/** History entries that made layers, in layer order. */
+export function layersOf(config: ImageConfig): Pick<LayerRef, 'createdBy' | 'created' | 'comment'>[] {
   return (config.history ?? [])
     .filter((h) => !h.empty_layer)
     .map((h) => ({ createdBy: h.created_by, created: h.created, comment: h.comment }));
@@ -131,7 +151,7 @@ function fromManifest(
     }
     layers.push({
       index: i,
-      member,
+      source: memberSource(a, member),
       digest: d.digest.toString(),
       mediaType: d.mediaType,
       size: d.size,
@@ -218,7 +238,7 @@ export function openArchive(a: ArchiveIndex): OpenedArchive {
         }
         layers.push({
           index: i,
-          member,
+          source: memberSource(a, member),
           digest: desc?.digest.toString(),
           mediaType: desc?.mediaType,
           size: desc?.size,
@@ -254,7 +274,10 @@ export function openArchive(a: ArchiveIndex): OpenedArchive {
   return { archive: a, format, images, blobChecks: blobChecks(a), errors };
 }
 
-/** The checks of one image that need no layer scan: config digest, descriptor sizes, counts. */
+/**
+ * The checks of one image that need no layer scan: config digest and size, layer count. Layer
+ * sizes, digests and diff_ids are checked against the scans (`layerChecks`).
+ */
 export function imageChecks(img: ImageInfo): Check[] {
   const out: Check[] = [];
   // Without a manifest (legacy docker save) the config is checked against its file name instead.
@@ -274,9 +297,15 @@ export function imageChecks(img: ImageInfo): Check[] {
       String(img.manifest?.layers.length ?? img.layers.length),
     ),
   );
-  for (const l of img.layers) {
-    if (l.size !== undefined)
-      out.push(check(`layer ${l.index} size`, l.member.name, String(l.size), String(l.member.size)));
-  }
+  return out;
+}
+
+/** A layer's descriptor (size, digest) and config (diff_id) against what scanning it computed. */
+export function layerChecks(l: LayerRef, scan: { digest: string; diffId: string; compressedSize: number }): Check[] {
+  const out: Check[] = [];
+  if (l.size !== undefined)
+    out.push(check(`layer ${l.index} size`, l.source.name, String(l.size), String(scan.compressedSize)));
+  if (l.digest) out.push(check(`layer ${l.index} digest`, l.source.name, l.digest, scan.digest));
+  out.push(check(`layer ${l.index} diff_id`, l.source.name, l.diffId, scan.diffId));
   return out;
 }

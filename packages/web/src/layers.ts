@@ -4,7 +4,8 @@
  * layers overwrite or delete.
  */
 import { LayerIndex, type LayerScan, LayerStack, scanLayer, type TarListing, TarReader } from '@stevedore/core/browser';
-import { type ArchiveIndex, type Member, normalizePath, readMember } from './archive.js';
+import { normalizePath } from './archive.js';
+import type { LayerSource } from './image.js';
 
 export type ChangeKind = 'added' | 'changed' | 'deleted' | 'opaque';
 
@@ -49,8 +50,9 @@ export interface FsNode {
 const OPAQUE = '.wh..wh..opq';
 const WH = '.wh.';
 
-export async function scanMember(a: ArchiveIndex, m: Member): Promise<LayerScan> {
-  return scanLayer(readMember(a, m));
+/** Digest, diff_id and listing (per-file sha256) of a layer blob, in one streamed pass. */
+export async function scanSource(source: LayerSource): Promise<LayerScan> {
+  return scanLayer(await source.open());
 }
 
 function indexFrom(entries: TarListing[]): LayerIndex {
@@ -150,12 +152,11 @@ export function mergedTree(stack: LayerStack): FsNode[] {
  * only the data events of that entry. `limit` caps what is kept (for previews).
  */
 export async function readFileFromLayer(
-  a: ArchiveIndex,
-  m: Member,
+  source: LayerSource,
   path: string,
   limit = Number.POSITIVE_INFINITY,
 ): Promise<{ data: Uint8Array[]; size: number; truncated: boolean }> {
-  let stream = readMember(a, m);
+  let stream = await source.open();
   const reader = stream.getReader();
   const first = await reader.read();
   const head = first.value ?? new Uint8Array();
@@ -218,7 +219,7 @@ export async function readFileFromLayer(
   } finally {
     await r.cancel().catch(() => {});
   }
-  if (hardlink) return readFileFromLayer(a, m, hardlink, limit);
-  if (!found) throw new Error(`${path} is not in layer ${m.name}`);
+  if (hardlink) return readFileFromLayer(source, hardlink, limit);
+  if (!found) throw new Error(`${path} is not in layer ${source.name}`);
   return { data, size, truncated: kept < size };
 }

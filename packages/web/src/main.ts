@@ -1,13 +1,16 @@
 /**
  * The web inspector: open a `docker save` tar or an oci-archive (optionally gzip'd) from a
- * dropped or chosen file, verify every blob in the wasm core while streaming, and explore the
- * image: summary, layers and their changes, the merged filesystem, file previews.
+ * dropped or chosen file, or an image from a registry that allows cross-origin requests;
+ * verify every blob in the wasm core while streaming, and explore the image: summary, layers
+ * and their changes, the merged filesystem, file previews.
  */
 import { init, type LayerScan, type LayerStack } from '@stevedore/core/browser';
 import { type ArchiveIndex, indexArchive } from './archive.js';
 import { asText, formatBytes, h, hexDump, shortDigest } from './dom.js';
-import { type Check, check, type ImageInfo, imageChecks, type OpenedArchive, openArchive } from './image.js';
-import { analyse, type FsNode, type LayerAnalysis, mergedTree, readFileFromLayer, scanMember } from './layers.js';
+import { type Check, type ImageInfo, imageChecks, layerChecks, type OpenedArchive, openArchive } from './image.js';
+import { analyse, type FsNode, type LayerAnalysis, mergedTree, readFileFromLayer, scanSource } from './layers.js';
+import { type Credentials, parseTarget } from './registry.js';
+import { type OpenedRemote, openRemote } from './remote.js';
 import { TreeView } from './tree.js';
 import './style.css';
 
@@ -16,6 +19,7 @@ const PREVIEW_LIMIT = 64 * 1024;
 interface State {
   file?: File;
   opened?: OpenedArchive;
+  remote?: OpenedRemote;
   image?: ImageInfo;
   scans: LayerScan[];
   checks: Check[];
@@ -63,12 +67,44 @@ function setupTabs(): void {
   }
 }
 
-async function openFile(file: File): Promise<void> {
+/** Marks the start of an open; the page's own timing (`stevedore:open`) is read by the benchmark. */
+function startOpen(what: string, keep: { remote?: OpenedRemote } = {}): number {
   document.body.dataset.state = 'loading';
-  Object.assign(state, { file, opened: undefined, image: undefined, scans: [], checks: [], layers: [], nodes: [] });
-  $('filename').textContent = `${file.name} (${formatBytes(file.size)})`;
+  Object.assign(state, {
+    file: undefined,
+    opened: undefined,
+    remote: keep.remote,
+    image: undefined,
+    scans: [],
+    checks: [],
+    layers: [],
+    nodes: [],
+  });
+  $('filename').textContent = what;
+  $('errors').replaceChildren();
+  $<HTMLSelectElement>('image-select').hidden = true;
+  $<HTMLSelectElement>('platform-select').hidden = !keep.remote?.platforms.length;
+  performance.clearMeasures('stevedore:open');
+  return performance.now();
+}
+
+function finishOpen(t0: number): void {
+  const bad = state.checks.filter((c) => c.status === 'mismatch' || c.status === 'missing').length;
+  performance.measure('stevedore:open', { start: t0, end: performance.now() });
+  const secs = ((performance.now() - t0) / 1000).toFixed(1);
+  setStatus(
+    bad
+      ? `${bad} check${bad === 1 ? '' : 's'} failed: the image does not match its digests (${secs} s)`
+      : `verified: ${state.checks.filter((c) => c.status === 'ok').length} checks passed (${secs} s)`,
+    bad ? 'error' : 'ok',
+  );
+  document.body.dataset.state = 'ready';
+}
+
+async function openFile(file: File): Promise<void> {
+  const t0 = startOpen(`${file.name} (${formatBytes(file.size)})`);
+  state.file = file;
   try {
-    const t0 = performance.now();
     const archive: ArchiveIndex = await indexArchive(file, (done, total, what) =>
       setStatus(`${what}: ${formatBytes(done)} of ${formatBytes(total)}`),
     );
@@ -82,38 +118,68 @@ async function openFile(file: File): Promise<void> {
     );
     select.hidden = opened.images.length < 2;
     if (opened.errors.length) $('errors').replaceChildren(...opened.errors.map((e) => h('li', {}, e)));
-    else $('errors').replaceChildren();
     if (!opened.images[0]) throw new Error(opened.errors.join('; ') || 'no image in the archive');
     await selectImage(0);
-    const bad = state.checks.filter((c) => c.status === 'mismatch' || c.status === 'missing').length;
-    const secs = ((performance.now() - t0) / 1000).toFixed(1);
-    setStatus(
-      bad
-        ? `${bad} check${bad === 1 ? '' : 's'} failed: the archive does not match its digests (${secs} s)`
-        : `verified: ${state.checks.filter((c) => c.status === 'ok').length} checks passed (${secs} s)`,
-      bad ? 'error' : 'ok',
-    );
-    document.body.dataset.state = 'ready';
+    finishOpen(t0);
   } catch (e) {
-    console.error(e);
-    setStatus(`cannot open ${file.name}: ${(e as Error).message}`, 'error');
-    document.body.dataset.state = 'error';
+    failOpen(file.name, e);
   }
+}
+
+function failOpen(what: string, e: unknown): void {
+  console.error(e);
+  setStatus(`cannot open ${what}: ${(e as Error).message}`, 'error');
+  document.body.dataset.state = 'error';
+}
+
+/** Opens the reference typed in the registry fields (or given in the page's URL). */
+async function openRegistry(): Promise<void> {
+  const registry = $<HTMLInputElement>('registry-url').value;
+  const reference = $<HTMLInputElement>('image-ref').value;
+  const username = $<HTMLInputElement>('username').value;
+  const password = $<HTMLInputElement>('password').value;
+  const t0 = startOpen(reference.trim());
+  try {
+    const target = parseTarget(registry, reference);
+    const credentials: Credentials | undefined = username ? { username, password } : undefined;
+    setStatus(`connecting to ${target.base}…`);
+    const remote = await openRemote(target, credentials);
+    state.remote = remote;
+    const select = $<HTMLSelectElement>('platform-select');
+    select.replaceChildren(...remote.platforms.map((p, i) => h('option', { value: i }, p.label)));
+    select.value = String(remote.defaultPlatform);
+    select.hidden = remote.platforms.length === 0;
+    $('filename').textContent = remote.label;
+    await selectPlatform(remote.defaultPlatform);
+    finishOpen(t0);
+  } catch (e) {
+    failOpen(reference.trim() || 'the image', e);
+  }
+}
+
+async function selectPlatform(i: number): Promise<void> {
+  const remote = state.remote as OpenedRemote;
+  setStatus(`fetching ${remote.platforms[i]?.label ?? remote.label}…`);
+  const { image, checks } = await remote.load(i);
+  await showImage(image, [...remote.checks, ...checks, ...imageChecks(image)]);
 }
 
 async function selectImage(i: number): Promise<void> {
   const opened = state.opened as OpenedArchive;
   const image = opened.images[i] as ImageInfo;
+  await showImage(image, [...opened.blobChecks, ...imageChecks(image)]);
+}
+
+/** Scans every layer of `image` (verifying it) and renders all views; `checks` come first. */
+async function showImage(image: ImageInfo, checks: Check[]): Promise<void> {
   state.image = image;
   renderSummary(image);
   const scans: LayerScan[] = [];
-  const checks = [...opened.blobChecks, ...imageChecks(image)];
   for (const l of image.layers) {
-    setStatus(`scanning layer ${l.index + 1} of ${image.layers.length} (${formatBytes(l.member.size)})`);
-    const scan = await scanMember(opened.archive, l.member);
+    setStatus(`scanning layer ${l.index + 1} of ${image.layers.length} (${formatBytes(l.source.size)})`);
+    const scan = await scanSource(l.source);
     scans.push(scan);
-    if (l.digest) checks.push(check(`layer ${l.index} digest`, l.member.name, l.digest, scan.digest));
-    checks.push(check(`layer ${l.index} diff_id`, l.member.name, l.diffId, scan.diffId));
+    checks.push(...layerChecks(l, scan));
   }
   state.scans = scans;
   // Failures first; otherwise the order of discovery (stable sort).
@@ -365,7 +431,6 @@ function renderLayerDetail(i: number): void {
 async function openPreview(node: FsNode): Promise<void> {
   const pane = $('preview');
   const img = state.image as ImageInfo;
-  const opened = state.opened as OpenedArchive;
   const head = h(
     'div',
     { class: 'preview-head' },
@@ -384,7 +449,7 @@ async function openPreview(node: FsNode): Promise<void> {
   if (!layer) return;
   pane.dataset.loading = 'true';
   try {
-    const { data, truncated } = await readFileFromLayer(opened.archive, layer.member, node.path, PREVIEW_LIMIT);
+    const { data, truncated } = await readFileFromLayer(layer.source, node.path, PREVIEW_LIMIT);
     const bytes = new Uint8Array(await new Blob(data as BlobPart[]).arrayBuffer());
     const text = asText(bytes);
     const textView = h('pre', { class: 'text', id: 'preview-text' }, text ?? '(binary)');
@@ -416,8 +481,8 @@ async function openPreview(node: FsNode): Promise<void> {
 async function downloadFile(node: FsNode): Promise<void> {
   const img = state.image as ImageInfo;
   const layer = img.layers[node.layer];
-  if (!layer || !state.opened) return;
-  const { data } = await readFileFromLayer(state.opened.archive, layer.member, node.path);
+  if (!layer) return;
+  const { data } = await readFileFromLayer(layer.source, node.path);
   const url = URL.createObjectURL(new Blob(data as BlobPart[], { type: 'application/octet-stream' }));
   const a = h('a', { href: url, download: node.name });
   document.body.append(a);
@@ -446,6 +511,17 @@ function setupInputs(): void {
   });
   $<HTMLSelectElement>('image-select').addEventListener('change', (e) => {
     void selectImage(Number((e.target as HTMLSelectElement).value));
+  });
+  $<HTMLFormElement>('registry-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    void openRegistry();
+  });
+  $<HTMLSelectElement>('platform-select').addEventListener('change', (e) => {
+    const t0 = startOpen($('filename').textContent ?? '', { remote: state.remote });
+    void selectPlatform(Number((e.target as HTMLSelectElement).value)).then(
+      () => finishOpen(t0),
+      (err) => failOpen('the platform', err),
+    );
   });
   const search = $<HTMLInputElement>('search');
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -476,11 +552,40 @@ async function main(): Promise<void> {
   try {
     await init();
     document.body.dataset.state = 'idle';
-    setStatus('Choose or drop a docker save tar or an oci-archive (.tar or .tar.gz). Nothing leaves your browser.');
+    setStatus(
+      'Choose or drop a docker save tar or an oci-archive (.tar or .tar.gz), or open an image from a registry. Nothing leaves your browser.',
+    );
+    if (await prefillRegistry()) await openRegistry();
   } catch (e) {
     setStatus(`cannot load the wasm core: ${(e as Error).message}`, 'error');
     document.body.dataset.state = 'error';
   }
+}
+
+/**
+ * `?registry=URL&image=REF` fills the registry fields (and opens the image when both are set).
+ * Without `registry`, a page served by a registry itself (`stevedore serve --ui`) defaults the
+ * registry field to its own origin: a same-origin `/v2/` answering with the distribution
+ * API version header. Returns true when there is something to open.
+ */
+async function prefillRegistry(): Promise<boolean> {
+  const q = new URLSearchParams(location.search);
+  const url = $<HTMLInputElement>('registry-url');
+  const image = $<HTMLInputElement>('image-ref');
+  const registry = q.get('registry');
+  if (registry) url.value = registry;
+  else if (location.protocol === 'http:' || location.protocol === 'https:') {
+    try {
+      const res = await fetch('/v2/', { method: 'GET', credentials: 'same-origin', cache: 'no-store' });
+      await res.body?.cancel();
+      if (res.headers.get('docker-distribution-api-version')) url.value = location.origin;
+    } catch {
+      // not served by a registry
+    }
+  }
+  const ref = q.get('image');
+  if (ref) image.value = ref;
+  return Boolean(url.value && ref);
 }
 
 void main();

@@ -50,7 +50,7 @@ export async function serveDist(): Promise<{ server: Server; base: string }> {
   return { server, base: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
 }
 
-export function launch(): Promise<Browser> {
+export function launch(extraArgs: string[] = []): Promise<Browser> {
   return chromium.launch({
     executablePath: CHROMIUM,
     args: [
@@ -60,6 +60,7 @@ export function launch(): Promise<Browser> {
       '--disable-background-networking',
       '--disable-component-update',
       '--no-first-run',
+      ...extraArgs,
     ],
   });
 }
@@ -116,10 +117,10 @@ export interface Fixture {
   tag: string;
 }
 
-function config(diffIds: string[]): Uint8Array {
+function config(diffIds: string[], architecture = 'amd64'): Uint8Array {
   return enc(
     JSON.stringify({
-      architecture: 'amd64',
+      architecture,
       os: 'linux',
       created: '2026-01-02T03:04:05Z',
       config: {
@@ -259,6 +260,96 @@ export function ociArchive(
   return { path, configDigest, manifestDigest, diffIds, layerDigests, tag };
 }
 
+/** A layer tar of regular files (directories implied). */
+export function writeTarLayer(files: Record<string, string>): Uint8Array {
+  return writeTar(Object.entries(files).map(([path, data]) => file(path, data)));
+}
+
+/** An image as a registry holds it: gzip'd layer blobs, config, OCI manifest. */
+export interface RegistryImage {
+  blobs: Uint8Array[];
+  manifest: Uint8Array;
+  manifestDigest: string;
+  configDigest: string;
+  diffIds: string[];
+  layerDigests: string[];
+}
+
+export function registryImage(tars = layerTars(), architecture = 'amd64'): RegistryImage {
+  const diffIds = tars.map(sha);
+  const layers = tars.map((t) => gzipSync(t, { level: 6 }));
+  const layerDigests = layers.map(sha);
+  const cfg = config(diffIds, architecture);
+  const configDigest = sha(cfg);
+  const manifest = enc(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: cfg.length },
+      layers: layers.map((b, i) => ({
+        mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip',
+        digest: layerDigests[i],
+        size: b.length,
+      })),
+    }),
+  );
+  return { blobs: [cfg, ...layers], manifest, manifestDigest: sha(manifest), configDigest, diffIds, layerDigests };
+}
+
+/** An OCI index over `images` with their platforms (in this order). */
+export function registryIndex(images: { image: RegistryImage; platform: string }[]): Uint8Array {
+  return enc(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+      manifests: images.map(({ image, platform }) => {
+        const [os, architecture] = platform.split('/');
+        return {
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          digest: image.manifestDigest,
+          size: image.manifest.length,
+          platform: { os, architecture },
+        };
+      }),
+    }),
+  );
+}
+
+/**
+ * Pushes blobs (POST, then PUT with the digest) and a manifest to a distribution API at `base`, as any client
+ * does; `authorization` is sent with every request.
+ */
+export async function push(
+  base: string,
+  repo: string,
+  ref: string,
+  blobs: Uint8Array[],
+  manifest: Uint8Array,
+  mediaType: string,
+  authorization?: string,
+): Promise<void> {
+  const headers: Record<string, string> = authorization ? { authorization } : {};
+  for (const b of blobs) {
+    const start = await fetch(`${base}/v2/${repo}/blobs/uploads/`, { method: 'POST', headers });
+    await start.arrayBuffer();
+    if (start.status !== 202) throw new Error(`start upload at ${base}: ${start.status}`);
+    const location = new URL(start.headers.get('location') ?? '', base);
+    location.searchParams.set('digest', sha(b));
+    const res = await fetch(location, {
+      method: 'PUT',
+      headers: { ...headers, 'content-type': 'application/octet-stream' },
+      body: b as BodyInit,
+    });
+    if (res.status !== 201) throw new Error(`push blob to ${base}: ${res.status} ${await res.text()}`);
+  }
+  const res = await fetch(`${base}/v2/${repo}/manifests/${ref}`, {
+    method: 'PUT',
+    headers: { ...headers, 'content-type': mediaType },
+    body: manifest as BodyInit,
+  });
+  if (res.status !== 201) throw new Error(`push manifest to ${base}: ${res.status} ${await res.text()}`);
+}
+
 /** A single-layer image with `n` files spread over directories (virtualization). */
 export function bigArchive(dirPath: string, n: number): Fixture {
   const members: Member[] = [dir('data/')];
@@ -287,6 +378,27 @@ export async function openArchive(page: Page, base: string, path: string): Promi
   await page.goto(base + '/');
   await page.waitForSelector('body[data-state="idle"]');
   await page.setInputFiles('#file', path);
+  return shown(page);
+}
+
+/** Types the registry fields, opens, and waits until the page is done (ready or error). */
+export async function openFromRegistry(
+  page: Page,
+  base: string,
+  fields: { registry: string; image: string; username?: string; password?: string },
+): Promise<Shown> {
+  await page.goto(base + '/');
+  await page.waitForSelector('body[data-state="idle"]');
+  await page.fill('#registry-url', fields.registry);
+  await page.fill('#image-ref', fields.image);
+  if (fields.username !== undefined) await page.fill('#username', fields.username);
+  if (fields.password !== undefined) await page.fill('#password', fields.password);
+  await page.click('#registry-open');
+  return shown(page);
+}
+
+/** Waits until the page has finished opening (ready or error) and reads what it shows. */
+export async function shown(page: Page): Promise<Shown> {
   await page.waitForSelector('body[data-state="ready"], body[data-state="error"]', { timeout: 60_000 });
   return page.evaluate(() => {
     const q = (s: string) => [...document.querySelectorAll<HTMLElement>(s)];
