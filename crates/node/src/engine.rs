@@ -227,6 +227,44 @@ pub fn layer_apply(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
     )
 }
 
+/// `layerVerify(sourceFile, options|null) -> Promise<ApplyReport>`: reads a layer blob file to
+/// its end on the libuv pool (decompression on a helper thread) and checks its digest and
+/// diff_id against `expectedDigest`/`expectedDiffId`, with the apply limits and tar checks;
+/// writes nothing.
+pub fn layer_verify(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
+    let source = PathBuf::from(env.get_string(args[0], "source")?);
+    let opts = if env.is_nullish(args[1])? {
+        ApplyOptions::default()
+    } else {
+        apply_options(env, args[1])?
+    };
+    env.spawn(
+        "stevedore:layerVerify",
+        &[],
+        move || {
+            let file = File::open(&source).map_err(|e| io_err("open layer", &source, e))?;
+            Ok(stevedore_core::layer::verify_layer(
+                BufReader::with_capacity(1 << 20, file),
+                &opts,
+                |_| {},
+            )?)
+        },
+        |env, r| {
+            let o = report(
+                env,
+                &r.digest,
+                &r.diff_id,
+                r.compressed_size,
+                r.uncompressed_size,
+                r.entries,
+                &r.skipped,
+            )?;
+            env.set(o, "compression", env.string(r.compression.name())?)?;
+            Ok(o)
+        },
+    )
+}
+
 /// `layerFlatten(sourceFiles[], targetDir, options[] (one per layer, nullable entries),
 /// parallel|null, progress|null) -> Promise<ApplyReport[]>`: every layer in apply mode onto
 /// `targetDir`, staged in parallel and replayed in order (see `stevedore_fs::flatten_layers`).

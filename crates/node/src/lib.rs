@@ -235,6 +235,7 @@ const EXPORTS: &[(&str, Callback)] = &[
     ("progressRead", engine::progress_read),
     ("layerApply", engine::layer_apply),
     ("layerFlatten", engine::layer_flatten),
+    ("layerVerify", engine::layer_verify),
     ("treeScan", engine::tree_scan),
     ("fileAppend", file_append),
     ("hasherUpdateAsync", hasher_update_async),

@@ -138,6 +138,28 @@ export async function applyLayer(
   }
 }
 
+/**
+ * Reads the layer blob in file `source` to its end off the JS thread (decompression pipelined
+ * with hashing) and checks `expectedDigest` and `expectedDiffId`; writes nothing. The report
+ * has both digests, the sizes and the entry count. Errors as {@link applyLayer}'s.
+ */
+export async function verifyLayerFile(
+  source: string,
+  expected: { expectedDigest?: Digest | string; expectedDiffId?: Digest | string; maxUncompressedBytes?: number },
+): Promise<ApplyLayerReport> {
+  const a = addon();
+  try {
+    return await a.layerVerify(source, {
+      mode: 'oci',
+      expectedDigest: expected.expectedDigest?.toString(),
+      expectedDiffId: expected.expectedDiffId?.toString(),
+      maxUncompressedBytes: expected.maxUncompressedBytes,
+    });
+  } catch (e) {
+    throw asStevedoreError(e);
+  }
+}
+
 /** One layer of a {@link flattenLayers} call. */
 export interface FlattenLayer {
   /** The layer blob file (gzip, zstd or tar). */

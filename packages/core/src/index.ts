@@ -32,6 +32,7 @@ export {
   type LayerWarning,
   scanTree,
   type TreeEntry,
+  verifyLayerFile,
 } from './engine.js';
 export { StevedoreError } from './errors.js';
 export * from './layers.js';

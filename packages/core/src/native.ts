@@ -68,6 +68,7 @@ export interface NativeAddon {
     progress: unknown,
   ): Promise<import('./engine.js').ApplyLayerReport[]>;
   treeScan(dir: string): Promise<string>;
+  layerVerify(source: string, options: object | null): Promise<import('./engine.js').ApplyLayerReport>;
   fileAppend(fd: number, chunks: Uint8Array[], hasher: Handle | null): Promise<number>;
   hasherUpdateAsync(hasher: Handle, chunks: Uint8Array[]): Promise<number>;
   layerCreate(

@@ -74,6 +74,7 @@ function dirStore(root: string): BlobStore {
     open(d) {
       return createReadStream(blob(d), { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>;
     },
+    path: blob,
   };
 }
 

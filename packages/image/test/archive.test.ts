@@ -19,6 +19,7 @@ import {
   writeDockerArchive,
 } from '@stevedore/image';
 import { afterAll, describe, expect, it } from 'vitest';
+import { writeGzipLayout } from '../../../tools/bench-lib.mjs';
 import { collect, configFor, layerTar, legacyArchive } from './archive-fixtures.js';
 
 const root = mkdtempSync(path.join(tmpdir(), 'sd-archive-test-'));
@@ -417,6 +418,30 @@ describe('OCI layout reader: hostile layouts', () => {
     const empty = tmp('empty');
     mkdirSync(empty);
     await expectCode(OciLayoutReader.openDir(empty), 'ERR_ARCHIVE_FORMAT', /not an OCI image layout/);
+  });
+
+  it('a layer whose diff_id the config gets wrong is refused, naming the diff_id (native check of the file)', async () => {
+    const tar = layerTar({ 'etc/x': 'X\n' });
+    const gz = gzipSync(tar);
+    const dir = tmp('bad-diffid');
+    const wrong = sha256(layerTar({ 'etc/x': 'Y\n' }));
+    writeGzipLayout(dir, [{ digest: sha256(gz).toString(), diffId: wrong.toString(), compressedSize: gz.length }], 't');
+    writeFileSync(path.join(dir, 'blobs', 'sha256', sha256(gz).hex), gz);
+    await expectCode(
+      OciLayoutReader.openDir(dir).then((r) => r.image('t')),
+      'ERR_DIGEST_MISMATCH',
+      new RegExp(`diff_id.*${wrong.hex}`),
+    );
+    // The same layout with the right diff_id opens.
+    const good = tmp('good-diffid');
+    writeGzipLayout(
+      good,
+      [{ digest: sha256(gz).toString(), diffId: sha256(tar).toString(), compressedSize: gz.length }],
+      't',
+    );
+    writeFileSync(path.join(good, 'blobs', 'sha256', sha256(gz).hex), gz);
+    const img = await (await OciLayoutReader.openDir(good)).image('t');
+    expect(img.layers[0]!.diffId.toString()).toBe(sha256(tar).toString());
   });
 
   it('an oci-archive whose index points outside blobs is refused by digest grammar', async () => {

@@ -69,7 +69,7 @@ pub use apply::{apply_to, apply_to_local, remove_tree};
 pub use create::{create_from, create_from_local};
 pub use fs::{FileType, Fs, FsError, FsErrorKind, FsResult, SetMeta, Special, Stat, Target};
 pub use memfs::{MemEntry, MemFile, MemFs};
-pub use staged::{apply_staged, stage_layer, StagedLayer};
+pub use staged::{apply_staged, stage_layer, verify_layer, StagedLayer};
 pub use stream::{detect_compression, Compression};
 
 use crate::digest::Digest;

@@ -232,3 +232,70 @@ impl<F: Fs> EntrySink for Stager<'_, F> {
         self.current.is_some()
     }
 }
+
+/// Reads a layer stream to its end without writing anything: the digests (checked against
+/// `opts.expected_*`), sizes, compression and entry count, with the same limits and tar checks
+/// as applying it (decompression on a helper thread when `opts.pipelined`). For verifying a
+/// stored layer (its diff_id needs the decompressed bytes) off the JS thread.
+pub fn verify_layer<R: Read + Send>(
+    reader: R,
+    opts: &ApplyOptions,
+    mut progress: impl FnMut(Progress),
+) -> Result<ApplyReport> {
+    let cfg = Cfg::new(opts, false);
+    let mut sink = Counter {
+        cfg,
+        entries: 0,
+        in_file: false,
+    };
+    let pipelined = opts.pipelined;
+    let mut report = apply::run(
+        move |sink, opts, alg, progress| {
+            if pipelined {
+                apply::pipelined(reader, alg, opts, sink, progress)
+            } else {
+                apply::inline(reader, alg, opts, sink, progress)
+            }
+        },
+        &mut sink,
+        opts,
+        &mut progress,
+    )?;
+    report.entries = sink.entries;
+    Ok(report)
+}
+
+/// [`verify_layer`]'s sink: counts entries and checks their caps and paths.
+struct Counter {
+    cfg: Cfg,
+    entries: u64,
+    in_file: bool,
+}
+
+impl EntrySink for Counter {
+    fn entry(&mut self, h: &Header) -> Result<()> {
+        self.entries += 1;
+        let shown = display_name(&h.path);
+        self.cfg.check_entry(h, self.entries, &shown)?;
+        LayerChange::from_oci(to_entry(h, &shown)?)?;
+        self.in_file = h.kind == tar::EntryKind::Regular;
+        Ok(())
+    }
+
+    fn data(&mut self, _data: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
+    fn end_entry(&mut self) -> Result<()> {
+        self.in_file = false;
+        Ok(())
+    }
+
+    fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    fn in_file(&self) -> bool {
+        self.in_file
+    }
+}

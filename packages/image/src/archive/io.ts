@@ -13,6 +13,7 @@ import {
   type Digest,
   type DigestAlgorithm,
   Hasher,
+  HashFeed,
   hasNativeEngine,
   StevedoreError,
 } from '@stevedore/core';
@@ -109,18 +110,28 @@ async function* verifying(
   expected: { digest: Digest; size?: number | undefined },
   what: string,
 ): AsyncIterable<Uint8Array> {
-  const h = new Hasher(expected.digest.algorithm);
-  for await (const chunk of source) {
-    h.update(chunk);
-    if (expected.size !== undefined && h.size > expected.size) {
-      throw new ArchiveError('ERR_SIZE_MISMATCH', `${what}: more than the expected ${expected.size} bytes`);
+  // Hashed in batches on the native pool where there is one (the JS thread only passes
+  // buffers on); the source must not reuse a chunk's memory once it was yielded.
+  const feed = new HashFeed(new Hasher(expected.digest.algorithm));
+  let size = 0;
+  try {
+    for await (const chunk of source) {
+      size += chunk.length;
+      if (expected.size !== undefined && size > expected.size) {
+        throw new ArchiveError('ERR_SIZE_MISMATCH', `${what}: more than the expected ${expected.size} bytes`);
+      }
+      const wait = feed.push(chunk);
+      if (wait) await wait;
+      yield chunk;
     }
-    yield chunk;
+    await feed.flush();
+  } finally {
+    await feed.settle();
   }
-  if (expected.size !== undefined && h.size !== expected.size) {
-    throw new ArchiveError('ERR_SIZE_MISMATCH', `${what}: size mismatch (expected ${expected.size}, got ${h.size})`);
+  if (expected.size !== undefined && size !== expected.size) {
+    throw new ArchiveError('ERR_SIZE_MISMATCH', `${what}: size mismatch (expected ${expected.size}, got ${size})`);
   }
-  const got = h.digest();
+  const got = feed.hasher.digest();
   if (!got.equals(expected.digest)) {
     throw new ArchiveError(
       'ERR_DIGEST_MISMATCH',

@@ -3,7 +3,7 @@
  * of a tar archive). Every blob is verified: documents when read, layers while streaming, and,
  * with `verify` (the default), every layer's digest and diff_id eagerly when the image is opened.
  */
-import { type Digest, sha256 } from '@stevedore/core';
+import { type Digest, hasNativeEngine, StevedoreError, sha256, verifyLayerFile } from '@stevedore/core';
 import type { DocumentLimits } from '../json.js';
 import { layerCompression } from '../media-types.js';
 import type { Image, Layer } from '../model.js';
@@ -27,6 +27,8 @@ export interface BlobStore {
   readonly label: string;
   size(digest: Digest): Promise<number | undefined>;
   open(digest: Digest): AsyncIterable<Uint8Array>;
+  /** The blob's file, for stores that keep blobs as files (native verification reads it). */
+  path?(digest: Digest): string;
 }
 
 /** Reads a blob fully (documents), checking size and digest. */
@@ -183,6 +185,45 @@ export async function loadImage(
     );
   }
   const image = new StoredImage(manifest, rawManifest, config, rawConfig, layers);
-  if (options.verify ?? true) await verifyLayers(image);
+  if (options.verify ?? true) {
+    const file = store.path?.bind(store);
+    if (file && hasNativeEngine()) await verifyLayerFiles(image, file, what, options.maxLayerBytes);
+    else await verifyLayers(image);
+  }
   return image;
+}
+
+/**
+ * {@link verifyLayers} for blobs kept as files: the native engine reads each file off the JS
+ * thread, decompressing and hashing in parallel, and checks digest and diff_id.
+ */
+async function verifyLayerFiles(
+  image: Image,
+  file: (d: Digest) => string,
+  what: string,
+  maxLayerBytes: number | undefined,
+): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const worker = async () => {
+    while (next < image.layers.length && !failed) {
+      const l = image.layers[next++] as Layer;
+      try {
+        await verifyLayerFile(file(l.digest), {
+          expectedDigest: l.digest,
+          expectedDiffId: l.diffId,
+          maxUncompressedBytes: maxLayerBytes,
+        });
+      } catch (e) {
+        failed = true;
+        // The engine's code (ERR_DIGEST_MISMATCH, ERR_TAR_*, ERR_LAYER_LIMIT, ...) with the context.
+        if (e instanceof StevedoreError) {
+          throw new StevedoreError(e.code, `${what}: layer ${l.digest.toString()}: ${e.message}`, { cause: e });
+        }
+        throw e;
+      }
+    }
+  };
+  // Each verification keeps two threads busy (decompression, hashing).
+  await Promise.all(Array.from({ length: Math.min(2, image.layers.length) }, worker));
 }
