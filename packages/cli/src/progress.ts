@@ -1,29 +1,74 @@
 /**
- * Per-layer progress on stderr, as `docker pull`/`docker push` draw it. On a TTY: one live line
- * per layer (state, a bar, bytes and speed), redrawn in place about ten times a second and left
- * on screen, finished, at the end. Off a TTY: one plain line per finished step. Silent with -q.
+ * Per-layer progress on stderr, as `docker pull`/`docker push` show it. On a TTY: one live bar per
+ * layer (state, bar, percent, bytes, speed, ETA), drawn by cli-progress's MultiBar about ten times
+ * a second and left on screen, finished, at the end (cursor shown again). Off a TTY: one plain line
+ * per finished step, for CI logs. Silent with -q; never writes to stdout.
  */
+import cliProgress from 'cli-progress';
 import { humanSize } from './commands/common.js';
-import type { Output } from './output.js';
+import { type Output, style } from './output.js';
 
-interface Row {
+/** What a bar's formatter reads; kept in the bar's payload. */
+interface RowState {
   id: string;
   state: string;
+  done: boolean;
+}
+
+interface Row extends RowState {
   bytes: number;
   total: number;
-  /** When the current byte-counting phase started (ms), for the speed. */
-  since: number;
-  done: boolean;
+  bar?: cliProgress.SingleBar;
+}
+
+const BAR_WIDTH = 30;
+const STATE_WIDTH = 17; // 'Download complete'
+
+/** A docker-like bar: `=====>     `. */
+const formatBar: cliProgress.BarFormatter = (progress) => {
+  const full = Math.round(progress * BAR_WIDTH);
+  if (full >= BAR_WIDTH) return '='.repeat(BAR_WIDTH);
+  return `${'='.repeat(Math.max(0, full - 1))}${full > 0 ? '>' : ''}${' '.repeat(BAR_WIDTH - full)}`;
+};
+
+/** One layer's line; `options` are the bar's (for the library's time format). */
+export function formatRow(
+  row: RowState,
+  p: cliProgress.Params,
+  options: cliProgress.Options,
+  now = Date.now(),
+): string {
+  const head = `${row.id}: ${row.state.padEnd(STATE_WIDTH)}`;
+  let text: string;
+  if (row.done) {
+    text = `${head} [${formatBar(1, {})}] 100% | ${humanSize(p.total)}`;
+  } else if (p.value > 0 && p.total > 0) {
+    const secs = Math.max(0.001, (now - p.startTime) / 1000);
+    const speed = `${humanSize(Math.round(p.value / secs))}/s`;
+    const eta =
+      typeof p.eta === 'number' && p.value < p.total ? cliProgress.Format.TimeFormat(p.eta, options, 1) : '--';
+    const pct = String(Math.floor(p.progress * 100)).padStart(3);
+    text = `${head} [${formatBar(p.progress, {})}] ${pct}% | ${humanSize(p.value)}/${humanSize(p.total)} | ${speed} | ETA ${eta}`;
+  } else {
+    text = `${row.id}: ${row.state}`;
+  }
+  // Lines are never wider than the terminal: a wrapped line would break the in-place redraw.
+  const cols = Math.max(40, p.maxWidth - 1);
+  const line = text.length > cols ? text.slice(0, cols) : text;
+  return row.done ? line.replace(row.state, style.green(row.state)) : line;
 }
 
 export class Progress {
   private readonly rows = new Map<string, Row>();
-  private readonly order: string[] = [];
-  private drawn = 0;
+  private bars: cliProgress.MultiBar | undefined;
   private finished = false;
-  private timer: NodeJS.Timeout | undefined;
   private readonly live: boolean;
   private readonly silent: boolean;
+  private readonly onSignal = (signal: NodeJS.Signals) => {
+    // Restore the cursor before dying of the signal as the default handler would.
+    this.finish();
+    process.kill(process.pid, signal);
+  };
 
   constructor(
     out: Output,
@@ -31,17 +76,14 @@ export class Progress {
   ) {
     this.silent = out.quiet;
     this.live = !out.quiet && Boolean(stream.isTTY) && process.env.TERM !== 'dumb';
-    if (this.live) {
-      this.timer = setInterval(() => this.draw(), 100);
-      this.timer.unref();
-    }
   }
 
   /** Adds a row (a layer), shown in insertion order. */
   add(id: string, state: string, total = 0): void {
-    if (this.rows.has(id)) return;
-    this.rows.set(id, { id, state, bytes: 0, total, since: Date.now(), done: false });
-    this.order.push(id);
+    if (this.rows.has(id) || this.finished) return;
+    const row: Row = { id, state, done: false, bytes: 0, total };
+    this.rows.set(id, row);
+    if (this.live) row.bar = this.multiBar().create(total, 0, this.payload(row));
   }
 
   /** Moves a row to a new state; `done` states print a line off a TTY. */
@@ -56,9 +98,14 @@ export class Progress {
     r.state = state;
     r.done = Boolean(o.done);
     if (o.total !== undefined) r.total = o.total;
-    if (o.resetBytes) {
-      r.bytes = 0;
-      r.since = Date.now();
+    if (o.resetBytes) r.bytes = 0;
+    if (r.bar) {
+      // A new byte-counting phase restarts the bar's clock, so speed and ETA are the phase's own.
+      if (o.resetBytes) r.bar.start(r.total, 0, this.payload(r));
+      else {
+        if (o.total !== undefined) r.bar.setTotal(r.total);
+        r.bar.update(r.done ? r.total : r.bytes, this.payload(r));
+      }
     }
     if (!this.live && !this.silent && o.done) {
       this.stream.write(`${id}: ${state}${o.note ? ` ${o.note}` : ''}\n`);
@@ -69,43 +116,46 @@ export class Progress {
   bytes(id: string, bytes: number, total?: number): void {
     const r = this.rows.get(id);
     if (!r) return;
-    if (r.bytes === 0 && bytes > 0) r.since = Date.now();
+    if (total !== undefined && total !== r.total) {
+      r.total = total;
+      r.bar?.setTotal(total);
+    }
     r.bytes = bytes;
-    if (total !== undefined) r.total = total;
+    r.bar?.update(bytes);
   }
 
-  /** Final redraw; the lines stay on screen. */
+  /** Marks every row that has not finished with a final state (e.g. layers a push skipped). */
+  settle(state: string): void {
+    for (const r of this.rows.values()) if (!r.done) this.set(r.id, state, { done: true });
+  }
+
+  /** Final redraw; the lines stay on screen and the cursor is shown again. */
   finish(): void {
     if (this.finished) return;
     this.finished = true;
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
-    if (this.live) this.draw();
+    if (!this.bars) return;
+    process.off('SIGINT', this.onSignal);
+    process.off('SIGTERM', this.onSignal);
+    this.bars.stop();
   }
 
-  private line(r: Row): string {
-    const cols = Math.max(40, (this.stream.columns ?? 80) - 1);
-    let text = `${r.id}: ${r.state}`;
-    if (!r.done && r.total > 0 && r.bytes > 0) {
-      const frac = Math.min(1, r.bytes / r.total);
-      const width = 30;
-      const full = Math.floor(frac * width);
-      const bar = `[${'='.repeat(Math.max(0, full - 1))}${full > 0 ? '>' : ''}${' '.repeat(width - full)}]`;
-      const secs = Math.max(0.001, (Date.now() - r.since) / 1000);
-      const speed = `${humanSize(Math.round(r.bytes / secs))}/s`;
-      text = `${r.id}: ${r.state.padEnd(12)} ${bar} ${humanSize(r.bytes)}/${humanSize(r.total)} ${speed}`;
-    } else if (!r.done && r.state !== 'Waiting') {
-      const secs = ((Date.now() - r.since) / 1000).toFixed(1);
-      text = `${r.id}: ${r.state.padEnd(12)} ${secs}s`;
-    }
-    return text.length > cols ? text.slice(0, cols) : text;
+  private payload(r: Row): RowState {
+    return { id: r.id, state: r.state, done: r.done };
   }
 
-  private draw(): void {
-    let s = this.drawn > 0 ? `\x1b[${this.drawn}A` : '';
-    for (const id of this.order) s += `\r\x1b[2K${this.line(this.rows.get(id) as Row)}\n`;
-    this.drawn = this.order.length;
-    this.stream.write(s);
+  private multiBar(): cliProgress.MultiBar {
+    if (this.bars) return this.bars;
+    this.bars = new cliProgress.MultiBar({
+      stream: this.stream,
+      fps: 10,
+      hideCursor: true,
+      clearOnComplete: false,
+      etaBuffer: 50,
+      format: (options, params, payload: RowState) => formatRow(payload, params, options),
+    });
+    process.once('SIGINT', this.onSignal);
+    process.once('SIGTERM', this.onSignal);
+    return this.bars;
   }
 }
 

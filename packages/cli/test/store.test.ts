@@ -3,11 +3,12 @@
 // (wasted space on a known fixture) → tag → push → save/load → unpack/export → rmi/prune → fsck;
 // the common mistakes' one-line errors; the live progress in a real terminal (tmux).
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bins, cleanupAll, installExitHooks, type Registry, startRegistry } from '../../../test/harness/index.js';
+import { humanSize } from '../src/commands/common.js';
 import { bin, busyboxBytes, layeredImage, stevedore, writeLayout } from './fixtures.js';
 
 const canRun = existsSync(bins.registry) && existsSync('/bin/busybox');
@@ -252,31 +253,85 @@ describe.skipIf(!canRun)('stevedore store commands against the distribution regi
     },
   );
 
-  it.runIf(existsSync('/usr/bin/tmux'))('pull on a terminal: one live line per layer, finished cleanly', async () => {
-    const root4 = join(work, 'root-tty');
-    const session = `sd-pull-${process.pid}`;
-    const log = join(work, 'tmux.done');
-    const cmd = `${process.execPath} ${bin} --root ${root4} pull ${ref}; echo EXIT=$? > ${log}; sleep 2`;
-    const t = spawnSync('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '30', cmd], {
+  /**
+   * Runs a shell command in a real terminal (a 120×30 tmux pane): its exit status, the screen it
+   * leaves and every byte it wrote to the terminal (tmux pipe-pane, attached before it starts).
+   */
+  async function inTerminal(name: string, cmd: string): Promise<{ exit: string; pane: string; raw: string }> {
+    const session = `sd-${name}-${process.pid}`;
+    const go = join(work, `${name}.go`);
+    const done = join(work, `${name}.done`);
+    const raw = join(work, `${name}.raw`);
+    const script = `while [ ! -e ${go} ]; do sleep 0.05; done; ${cmd}; echo EXIT=$? > ${done}; echo SD-END; sleep 60`;
+    const t = spawnSync('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '30', script], {
       encoding: 'utf8',
     });
     expect(t.status, t.stderr).toBe(0);
     try {
-      const deadline = Date.now() + 20_000;
-      while (!existsSync(log) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      const p = spawnSync('tmux', ['pipe-pane', '-o', '-t', session, `cat >> ${raw}`], { encoding: 'utf8' });
+      expect(p.status, p.stderr).toBe(0);
+      writeFileSync(go, '');
+      const finished = () => existsSync(raw) && readFileSync(raw, 'latin1').includes('SD-END');
+      const deadline = Date.now() + 60_000;
+      while (!finished() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
       const pane = spawnSync('tmux', ['capture-pane', '-p', '-t', session], { encoding: 'utf8' }).stdout;
-      expect(readFileSync(log, 'utf8').trim()).toBe('EXIT=0');
-      const lines = pane.split('\n').filter((x) => x.trim());
-      for (const l of image.layers) {
-        const id = l.digest.hex.slice(0, 12);
-        // exactly one line per layer: redrawn in place, left in its final state
-        const mine = lines.filter((x) => x.startsWith(`${id}:`));
-        expect(mine, pane).toEqual([`${id}: Pull complete`]);
-      }
-      expect(pane).toContain(`Status: Downloaded newer image for ${reg.host}/sd/store:1`);
-      expect(pane).not.toContain('\u001b');
+      return { exit: readFileSync(done, 'utf8').trim(), pane, raw: readFileSync(raw, 'latin1') };
     } finally {
       spawnSync('tmux', ['kill-session', '-t', session]);
     }
+  }
+  /** The line a finished layer leaves on screen: the bar at 100% and the layer's size. */
+  const finalLine = (id: string, state: string, size: number) =>
+    `${id}: ${state.padEnd(17)} [${'='.repeat(30)}] 100% | ${humanSize(size)}`;
+  /** The last of two terminal mode switches written wins: `on` must come after the last `off`. */
+  const restored = (raw: string, off: string, on: string) => raw.lastIndexOf(on) > raw.lastIndexOf(off);
+
+  it.runIf(required && !existsSync('/usr/bin/tmux'))('STEVEDORE_REQUIRE_DOCKER=1 but tmux is missing', () => {
+    expect.fail('need /usr/bin/tmux for the terminal progress test');
+  });
+
+  it.runIf(existsSync('/usr/bin/tmux'))('pull on a terminal: one live bar per layer, finished cleanly', async () => {
+    const root4 = join(work, 'root-tty');
+    const pull = (flags: string) => `${process.execPath} ${bin} --root ${root4} ${flags} pull ${ref}`;
+
+    // First pull, NO_COLOR: the bars end at 100% with each layer's size, one line per layer.
+    const first = await inTerminal('pull1', `env NO_COLOR=1 ${pull('')}`);
+    expect(first.exit, first.pane).toBe('EXIT=0');
+    const lines = first.pane.split('\n').filter((x) => x.trim());
+    for (const l of image.layers) {
+      const id = l.digest.hex.slice(0, 12);
+      // exactly one line per layer: redrawn in place, left in its final state
+      expect(
+        lines.filter((x) => x.startsWith(`${id}:`)),
+        first.pane,
+      ).toEqual([finalLine(id, 'Pull complete', l.size)]);
+    }
+    expect(first.pane).toContain(`Status: Downloaded newer image for ${reg.host}/sd/store:1`);
+    // The reference (stdout) comes after the bars and the status, on a line of its own.
+    expect(lines.at(-2)).toBe(ref);
+    // No escape sequence left as visible garbage; cursor and line wrapping restored at the end.
+    for (const garbage of ['\u001b', '[?25', '[?7']) expect(first.pane).not.toContain(garbage);
+    expect(first.raw).toContain('\u001b[?25l');
+    expect(restored(first.raw, '\u001b[?25l', '\u001b[?25h')).toBe(true);
+    expect(restored(first.raw, '\u001b[?7l', '\u001b[?7h')).toBe(true);
+    expect(first.raw).not.toContain('\u001b[32m'); // NO_COLOR: not the green the second pull shows
+
+    // Second pull, colours allowed: every layer already exists, also shown as a finished bar.
+    const second = await inTerminal('pull2', `env -u NO_COLOR ${pull('')}`);
+    expect(second.exit, second.pane).toBe('EXIT=0');
+    for (const l of image.layers) {
+      const id = l.digest.hex.slice(0, 12);
+      expect(
+        second.pane.split('\n').filter((x) => x.startsWith(`${id}:`)),
+        second.pane,
+      ).toEqual([finalLine(id, 'Already exists', l.size)]);
+    }
+    expect(second.raw).toContain('\u001b[32mAlready exists\u001b[39m');
+    expect(restored(second.raw, '\u001b[?25l', '\u001b[?25h')).toBe(true);
+
+    // -q on a terminal: not one byte of progress, only the reference.
+    const quiet = await inTerminal('pull3', pull('-q'));
+    expect(quiet.exit).toBe('EXIT=0');
+    expect(quiet.raw).toBe(`${ref}\r\nSD-END\r\n`);
   });
 });

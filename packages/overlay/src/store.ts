@@ -90,6 +90,8 @@ export interface LoadOptions {
   /** Also record `name@<manifest digest>` for each tag's repository (as `docker pull` does). */
   digestRefs?: boolean;
   onLayer?: (event: { diffId: Digest; state: 'exists' | 'applying' | 'applied' }) => void;
+  /** While a layer is extracted: compressed blob bytes read so far (about ten times a second). */
+  onExtract?: (event: { diffId: Digest; bytes: number }) => void;
   /**
    * The repository the blobs came from (full name, e.g. `docker.io/library/nginx`): records
    * Docker's `distribution/diffid-by-digest` and `v2metadata-by-diffid` as `docker pull` does.
@@ -396,6 +398,7 @@ export class Store {
             // Unprivileged stores mark opaque dirs with `user.overlay.opaque` (fuse-overlayfs and
             // `-o userxattr` read it); `trusted.*` needs CAP_SYS_ADMIN.
             xattrNamespace: process.getuid?.() === 0 ? 'trusted' : 'user',
+            ...(options.onExtract ? { onProgress: (p) => options.onExtract?.({ diffId, bytes: p.compressed }) } : {}),
           });
           // The content manifest of what the engine just extracted and verified (fsck --verify).
           const taken = await takeDiffManifest(path.join(stage, 'diff'), diffId, chains[i]!);

@@ -104,7 +104,6 @@ export async function pullCommand(text: string, o: StoreOpts, out: Output): Prom
     out.log(`${ref.tag ?? ref.digest}: Pulling from ${ref.registry}/${ref.repository}`);
     const image = await pullImage(client, ref, o.platform ? { platform: o.platform } : {});
     const byDiff = new Map(image.layers.map((l) => [l.diffId.toString(), l]));
-    const finished = new Set<string>();
     for (const l of image.layers) progress.add(shortId(l.digest), 'Waiting', l.size);
     let result: LoadResult;
     try {
@@ -117,21 +116,15 @@ export async function pullCommand(text: string, o: StoreOpts, out: Output): Prom
           if (!l) return;
           const id = shortId(l.digest);
           if (ev.state === 'exists') progress.set(id, 'Already exists', { done: true });
-          else if (ev.state === 'applied') {
-            finished.add(id);
-            progress.set(id, 'Pull complete', { done: true });
-          } else {
-            progress.set(id, 'Downloading');
-            // Once the blob is in the content store the layer is being extracted.
-            const poll = setInterval(() => {
-              if (finished.has(id)) clearInterval(poll);
-              else if (existsSync(store.blobPath(l.digest))) {
-                clearInterval(poll);
-                progress.set(id, 'Extracting', { resetBytes: true });
-              }
-            }, 50);
-            poll.unref();
-          }
+          else if (ev.state === 'applied') progress.set(id, 'Pull complete', { done: true });
+          else progress.set(id, 'Downloading');
+        },
+        onExtract: (ev) => {
+          const l = byDiff.get(ev.diffId.toString());
+          if (!l) return;
+          const id = shortId(l.digest);
+          progress.set(id, 'Extracting', { resetBytes: true });
+          progress.bytes(id, ev.bytes, l.size);
         },
       });
     } finally {
@@ -180,6 +173,7 @@ export async function pushCommand(text: string, o: StoreOpts, out: Output): Prom
     const sink = registrySink(client, ref);
     try {
       await copyImage(image, sink, {});
+      progress.settle('Layer already exists'); // the layers that sent no bytes were there already
     } finally {
       progress.finish();
     }
