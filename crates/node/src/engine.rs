@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use stevedore_core::overlay::XattrNamespace;
 use stevedore_core::Digest;
 use stevedore_fs::{
@@ -184,7 +184,127 @@ fn io_err(what: &str, path: &std::path::Path, e: std::io::Error) -> JsError {
     JsError::new("ERR_IO", format!("{what} {}: {e}", path.display()))
 }
 
-/// `layerApply(sourceFile, targetDir, options, progress|null) -> Promise<ApplyReport>`.
+/// A file another task is still appending to (a blob being downloaded), so that a layer can be
+/// applied while it arrives: the writer reports each append ([`Growing::appended`], from
+/// `fileAppend`) and the end (`growingEnd`, ok or failed); a [`FollowReader`] reads up to what
+/// was written and waits for more, ends at the end, fails when the writer failed.
+#[derive(Default)]
+pub struct Growing {
+    state: Mutex<GrowState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GrowState {
+    written: u64,
+    /// `Some(true)`: complete (and verified by the writer); `Some(false)`: the writer failed.
+    end: Option<bool>,
+}
+
+impl Growing {
+    pub fn appended(&self, bytes: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.written += bytes;
+        self.changed.notify_all();
+    }
+
+    fn end(&self, ok: bool) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.end.is_none() {
+            s.end = Some(ok);
+        }
+        self.changed.notify_all();
+    }
+}
+
+/// The JS handle of a [`Growing`]; if JS drops it without an end, readers are told it failed
+/// (so no pool thread waits forever).
+pub struct GrowingHandle(pub Arc<Growing>);
+
+impl Drop for GrowingHandle {
+    fn drop(&mut self) {
+        self.0.end(false);
+    }
+}
+
+/// `growingCreate() -> handle`.
+pub fn growing_create(env: Env, _args: &[napi_value]) -> JsResult<napi_value> {
+    env.external(GrowingHandle(Arc::new(Growing::default())))
+}
+
+/// `growingEnd(handle, ok)`: the writer is done (`ok`: every byte written and verified).
+pub fn growing_end(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
+    let ok = env.get_bool(args[1], "ok")?;
+    env.get_external::<GrowingHandle>(args[0], "growing")?
+        .0
+        .end(ok);
+    env.undefined()
+}
+
+pub fn growing_of(env: Env, v: napi_value) -> JsResult<Option<Arc<Growing>>> {
+    if env.is_nullish(v)? {
+        return Ok(None);
+    }
+    Ok(Some(
+        env.get_external::<GrowingHandle>(v, "growing")?.0.clone(),
+    ))
+}
+
+/// Reads a [`Growing`] file as it is written.
+struct FollowReader {
+    file: File,
+    pos: u64,
+    growing: Arc<Growing>,
+}
+
+impl std::io::Read for FollowReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let available = {
+            let mut s = self.growing.state.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if s.end == Some(false) {
+                    return Err(std::io::Error::other(
+                        "the blob's download failed while the layer was being applied",
+                    ));
+                }
+                if s.written > self.pos || s.end == Some(true) {
+                    break s.written - self.pos;
+                }
+                s = self.changed_wait(s);
+            }
+        };
+        if available == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(available).unwrap_or(usize::MAX));
+        let n = self.file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the blob file is shorter than what was written to it",
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl FollowReader {
+    fn changed_wait<'a>(
+        &self,
+        guard: std::sync::MutexGuard<'a, GrowState>,
+    ) -> std::sync::MutexGuard<'a, GrowState> {
+        self.growing
+            .changed
+            .wait(guard)
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `layerApply(sourceFile, targetDir, options, progress|null, growing|null) -> Promise<ApplyReport>`;
+/// with `growing`, the source is read as it is written (see [`Growing`]).
 pub fn layer_apply(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
     let source = PathBuf::from(env.get_string(args[0], "source")?);
     let target = PathBuf::from(env.get_string(args[1], "target")?);
@@ -194,21 +314,38 @@ pub fn layer_apply(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
         apply_options(env, args[2])?
     };
     let progress = progress_of(env, args[3])?;
+    let growing = growing_of(env, args[4])?;
     env.spawn(
         "stevedore:layerApply",
         &[],
         move || {
             let file = File::open(&source).map_err(|e| io_err("open layer", &source, e))?;
-            let report = apply_layer(
-                BufReader::with_capacity(1 << 20, file),
-                &target,
-                &opts,
-                |p| {
-                    if let Some(cell) = &progress {
-                        cell.store(p);
-                    }
-                },
-            )?;
+            let on_progress = |p| {
+                if let Some(cell) = &progress {
+                    cell.store(p);
+                }
+            };
+            let report = match growing {
+                Some(growing) => apply_layer(
+                    BufReader::with_capacity(
+                        1 << 20,
+                        FollowReader {
+                            file,
+                            pos: 0,
+                            growing,
+                        },
+                    ),
+                    &target,
+                    &opts,
+                    on_progress,
+                )?,
+                None => apply_layer(
+                    BufReader::with_capacity(1 << 20, file),
+                    &target,
+                    &opts,
+                    on_progress,
+                )?,
+            };
             Ok(report)
         },
         |env, r| {

@@ -153,7 +153,7 @@ fn hasher_update_async(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
     )
 }
 
-/// `fileAppend(fd, chunks: Uint8Array[], hasher|null) -> Promise<bytes written>`: on the libuv
+/// `fileAppend(fd, chunks: Uint8Array[], hasher|null, growing|null) -> Promise<bytes written>`: on the libuv
 /// pool, writes every chunk to the open file descriptor `fd` (at its current offset) and feeds
 /// it to `hasher`. Moves a download's hashing and writing off the JS thread in one pool trip;
 /// the caller keeps one call in flight per file (order) and does not touch the chunks meanwhile.
@@ -173,6 +173,7 @@ fn file_append(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
     } else {
         Some(hasher_cell(env, args[2])?)
     };
+    let growing = engine::growing_of(env, args[3])?;
     env.spawn(
         "stevedore:fileAppend",
         &[args[1]],
@@ -194,6 +195,9 @@ fn file_append(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
                 file.write_all(data)
                     .map_err(|e| JsError::new("ERR_IO", format!("write to fd {fd}: {e}")))?;
                 total += data.len() as u64;
+            }
+            if let Some(g) = &growing {
+                g.appended(total);
             }
             Ok(total)
         },
@@ -237,6 +241,8 @@ const EXPORTS: &[(&str, Callback)] = &[
     ("layerFlatten", engine::layer_flatten),
     ("layerVerify", engine::layer_verify),
     ("treeScan", engine::tree_scan),
+    ("growingCreate", engine::growing_create),
+    ("growingEnd", engine::growing_end),
     ("fileAppend", file_append),
     ("hasherUpdateAsync", hasher_update_async),
     ("layerCreate", engine::layer_create),

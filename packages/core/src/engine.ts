@@ -42,6 +42,29 @@ export interface ApplyLayerOptions {
   /** Called about every `progressIntervalMs` (default 100) while the layer is applied. */
   onProgress?: (progress: LayerProgress) => void;
   progressIntervalMs?: number;
+  /**
+   * The source file is still being written (a download) through {@link appendToFile} with this
+   * handle: the layer is applied as the bytes arrive; it fails if the writer ends with `ok:
+   * false`.
+   */
+  growing?: GrowingFile;
+}
+
+/**
+ * A file that is still being appended to (a blob being downloaded), so that {@link applyLayer}
+ * can apply it while it arrives. The writer passes it to {@link appendToFile} and must call
+ * `end` exactly once: `end(true)` when every byte is written and verified, `end(false)` on any
+ * failure (the apply then fails; a handle dropped without `end` counts as failed).
+ */
+export class GrowingFile {
+  /** @internal */
+  readonly handle: unknown;
+  constructor() {
+    this.handle = addon().growingCreate();
+  }
+  end(ok: boolean): void {
+    addon().growingEnd(this.handle as Parameters<NativeAddon['growingEnd']>[0], ok);
+  }
 }
 
 export interface LayerWarning {
@@ -125,16 +148,22 @@ export async function applyLayer(
   options: ApplyLayerOptions = {},
 ): Promise<ApplyLayerReport> {
   const a = addon();
-  const { onProgress, progressIntervalMs, ...rest } = options;
+  const { onProgress, progressIntervalMs, growing, ...rest } = options;
   const opts = {
     ...rest,
     expectedDigest: rest.expectedDigest?.toString(),
     expectedDiffId: rest.expectedDiffId?.toString(),
   };
+  const g = (growing?.handle ?? null) as Parameters<NativeAddon['growingEnd']>[0] | null;
+  // An apply of a growing file waits for data on a libuv pool thread, and the writer needs pool
+  // threads too (appendToFile): never let such applies take more than all but two of them.
+  const release = growing ? await followSlots.acquire() : undefined;
   try {
-    return await withProgress(a, onProgress, progressIntervalMs, (p) => a.layerApply(source, target, opts, p));
+    return await withProgress(a, onProgress, progressIntervalMs, (p) => a.layerApply(source, target, opts, p, g));
   } catch (e) {
     throw asStevedoreError(e);
+  } finally {
+    release?.();
   }
 }
 
@@ -209,6 +238,27 @@ export async function flattenLayers(
     throw asStevedoreError(e);
   }
 }
+
+/** A counting semaphore (FIFO). */
+class Slots {
+  private waiting: (() => void)[] = [];
+  constructor(private free: number) {}
+  async acquire(): Promise<() => void> {
+    if (this.free > 0) this.free--;
+    else await new Promise<void>((resolve) => this.waiting.push(resolve));
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.free++;
+    };
+  }
+}
+
+/** Applies of growing files at once: libuv's pool size (UV_THREADPOOL_SIZE, default 4) − 2. */
+const followSlots = new Slots(Math.max(1, (Number(process.env.UV_THREADPOOL_SIZE) || 4) - 2));
 
 /**
  * Writes directory `source` as a deterministic layer blob to `out` (staged next to it and
@@ -290,12 +340,22 @@ export function hasNativeEngine(): boolean {
  * trip. Keep one call in flight per file (order matters) and do not touch the chunks until it
  * settles. A wasm-backed hasher is fed here on the JS thread instead. Returns bytes written.
  */
-export async function appendToFile(fd: number, chunks: Uint8Array[], hasher?: Hasher): Promise<number> {
+export async function appendToFile(
+  fd: number,
+  chunks: Uint8Array[],
+  hasher?: Hasher,
+  growing?: GrowingFile,
+): Promise<number> {
   const a = addon();
   const handle = hasher?.nativeHandle;
   if (hasher && handle === undefined) for (const c of chunks) hasher.update(c);
   try {
-    const n = await a.fileAppend(fd, chunks, (handle ?? null) as Parameters<NativeAddon['fileAppend']>[2]);
+    const n = await a.fileAppend(
+      fd,
+      chunks,
+      (handle ?? null) as Parameters<NativeAddon['fileAppend']>[2],
+      (growing?.handle ?? null) as Parameters<NativeAddon['fileAppend']>[3],
+    );
     if (hasher && handle !== undefined) hasher.fedElsewhere(n);
     return n;
   } catch (e) {

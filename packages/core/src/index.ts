@@ -27,6 +27,7 @@ export {
   type FlattenLayer,
   type FlattenOptions,
   flattenLayers,
+  GrowingFile,
   hasNativeEngine,
   type LayerProgress,
   type LayerWarning,

@@ -59,7 +59,10 @@ export interface NativeAddon {
     target: string,
     options: object | null,
     progress: unknown,
+    growing?: Handle | null,
   ): Promise<import('./engine.js').ApplyLayerReport>;
+  growingCreate(): Handle;
+  growingEnd(growing: Handle, ok: boolean): void;
   layerFlatten(
     sources: string[],
     target: string,
@@ -69,7 +72,7 @@ export interface NativeAddon {
   ): Promise<import('./engine.js').ApplyLayerReport[]>;
   treeScan(dir: string): Promise<string>;
   layerVerify(source: string, options: object | null): Promise<import('./engine.js').ApplyLayerReport>;
-  fileAppend(fd: number, chunks: Uint8Array[], hasher: Handle | null): Promise<number>;
+  fileAppend(fd: number, chunks: Uint8Array[], hasher: Handle | null, growing?: Handle | null): Promise<number>;
   hasherUpdateAsync(hasher: Handle, chunks: Uint8Array[]): Promise<number>;
   layerCreate(
     source: string,

@@ -4,7 +4,7 @@
 // own diff dirs, umoci, the kernel overlay mount, 40 breakout archives) are cargo tests in
 // crates/fs; these check the binding carries all of it through.
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   existsSync,
   lstatSync,
@@ -15,9 +15,19 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { applyLayer, createLayer, flattenLayers, type LayerProgress, listTar, writeTar } from '@stevedore/core';
+import {
+  appendToFile,
+  applyLayer,
+  createLayer,
+  flattenLayers,
+  GrowingFile,
+  type LayerProgress,
+  listTar,
+  writeTar,
+} from '@stevedore/core';
 import { afterAll, describe, expect, it } from 'vitest';
 
 const work = mkdtempSync(join(tmpdir(), 'stevedore-engine-'));
@@ -115,6 +125,59 @@ describe('applyLayer', () => {
 
   it('reports a missing source file with ERR_IO', async () => {
     await expect(applyLayer(join(work, 'none.blob'), join(work, 'x'))).rejects.toMatchObject({ code: 'ERR_IO' });
+  });
+});
+
+describe('applyLayer of a file still being written (GrowingFile)', () => {
+  /** Writes `blob` in pieces to an already created file (the reader opens it right away). */
+  async function writeSlowly(fh: Awaited<ReturnType<typeof open>>, blob: Uint8Array, g: GrowingFile, failAt?: number) {
+    try {
+      for (let off = 0; off < blob.length; off += 256 * 1024) {
+        if (failAt !== undefined && off >= failAt) throw new Error('connection reset');
+        await appendToFile(fh.fd, [blob.subarray(off, off + 256 * 1024)], undefined, g);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      g.end(true);
+    } catch (e) {
+      g.end(false);
+      throw e;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  it('applies the layer as it arrives, same result as from the finished file', async () => {
+    const l = layer('grow', { 'a/big': 'q'.repeat(3_000_000), 'a/small': 's', 'b/.wh.gone': '' });
+    const blob = readFileSync(l.file);
+    const file = join(work, 'grow.partial');
+    const g = new GrowingFile();
+    const target = join(work, 'grow-diff');
+    const fh = await open(file, 'wx');
+    const [r] = await Promise.all([
+      applyLayer(file, target, { expectedDigest: l.digest, expectedDiffId: l.diffId, growing: g }),
+      writeSlowly(fh, blob, g),
+    ]);
+    expect(r).toMatchObject({ digest: l.digest, diffId: l.diffId, compressedSize: blob.length });
+    expect(readFileSync(join(target, 'a/big'), 'utf8')).toHaveLength(3_000_000);
+  });
+
+  it('fails, leaving nothing, when the writer fails part way', async () => {
+    const l = layer('grow-bad', { 'x/big': randomBytes(1_500_000).toString('base64') });
+    const blob = readFileSync(l.file);
+    expect(blob.length).toBeGreaterThan(1 << 20);
+    const file = join(work, 'grow-bad.partial');
+    const g = new GrowingFile();
+    const target = join(work, 'grow-bad-diff');
+    const fh = await open(file, 'wx');
+    const [applied, written] = await Promise.allSettled([
+      applyLayer(file, target, { expectedDigest: l.digest, growing: g }),
+      writeSlowly(fh, blob, g, 512 * 1024),
+    ]);
+    expect(written.status).toBe('rejected');
+    expect(applied.status).toBe('rejected');
+    expect(String((applied as PromiseRejectedResult).reason.message)).toMatch(/download failed/);
+    expect(existsSync(target)).toBe(false);
+    expect(readdirSync(work).filter((n) => n.startsWith('grow-bad-diff'))).toEqual([]);
   });
 });
 

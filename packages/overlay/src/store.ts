@@ -24,11 +24,22 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, readlink, rename, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, readFile, readlink, rename, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { applyLayer, Digest, hashFile, StevedoreError, sha256 } from '@stevedore/core';
+import {
+  type ApplyLayerOptions,
+  appendToFile,
+  applyLayer,
+  Digest,
+  GrowingFile,
+  Hasher,
+  hashFile,
+  hasNativeEngine,
+  StevedoreError,
+  sha256,
+} from '@stevedore/core';
 import {
   chainIds,
   DockerArchive,
@@ -38,6 +49,7 @@ import {
   parseImageManifest,
   parseReference,
   type Reference,
+  verifiedAs,
 } from '@stevedore/image';
 import { exists, mkdirp, randomId, shortLinkId, symlinkAtomic, writeFileAtomic } from './fsutil.js';
 import { pidAlive, withLock } from './lock.js';
@@ -387,11 +399,10 @@ export class Store {
           continue;
         }
         options.onLayer?.({ diffId, state: 'applying' });
-        const blob = await this.putLayerBlob(layer);
         const stage = path.join(this.tmpDir, this.stagingName());
         await mkdir(stage, { mode: 0o700 });
         try {
-          await applyLayer(blob, path.join(stage, 'diff'), {
+          const applyOptions: ApplyLayerOptions = {
             mode: 'overlay',
             expectedDigest: layer.digest,
             expectedDiffId: diffId,
@@ -399,9 +410,15 @@ export class Store {
             // `-o userxattr` read it); `trusted.*` needs CAP_SYS_ADMIN.
             xattrNamespace: process.getuid?.() === 0 ? 'trusted' : 'user',
             ...(options.onExtract ? { onProgress: (p) => options.onExtract?.({ diffId, bytes: p.compressed }) } : {}),
-          });
+          };
+          const diffDir = path.join(stage, 'diff');
+          if ((await this.hasBlob(layer.digest)) || !hasNativeEngine()) {
+            await applyLayer(await this.putLayerBlob(layer), diffDir, applyOptions);
+          } else {
+            await this.downloadAndApply(layer, diffDir, applyOptions);
+          }
           // The content manifest of what the engine just extracted and verified (fsck --verify).
-          const taken = await takeDiffManifest(path.join(stage, 'diff'), diffId, chains[i]!);
+          const taken = await takeDiffManifest(diffDir, diffId, chains[i]!);
           staged.push({ index: i, stage, size: taken.size, manifest: encodeDiffManifest(taken.manifest) });
         } catch (e) {
           await rm(stage, { recursive: true, force: true });
@@ -479,6 +496,77 @@ export class Store {
       }
     });
     return { imageId, chainIds: chains, refs, applied };
+  }
+
+  /**
+   * Stores a layer blob and applies it at the same time: the blob is written to an ingest file
+   * (hashed as it is written, off the JS thread) while the engine reads that file as it grows
+   * and extracts it into `diffDir`, so extraction does not wait for the download. The engine
+   * checks digest and diff_id itself; the blob is renamed into the content store only once
+   * both the download (size, digest) and the extraction succeeded.
+   */
+  private async downloadAndApply(
+    layer: Image['layers'][number],
+    diffDir: string,
+    applyOptions: ApplyLayerOptions,
+  ): Promise<void> {
+    const final = this.blobPath(layer.digest);
+    const ingest = path.join(this.root, 'content', 'ingest', this.stagingName());
+    const growing = new GrowingFile();
+    const fh = await open(ingest, 'wx', 0o600);
+    const download = (async () => {
+      const stream = layer.compressed();
+      // A registry download verifies itself (its last step throws on a mismatch): not hashed twice.
+      const self = verifiedAs(stream);
+      const trusted = self?.digest.equals(layer.digest) && (self.size === undefined || self.size === layer.size);
+      const hasher = trusted ? undefined : new Hasher(layer.digest.algorithm);
+      let inflight: Promise<number> | undefined;
+      let size = 0;
+      try {
+        let batch: Uint8Array[] = [];
+        let pending = 0;
+        for await (const c of stream) {
+          batch.push(c);
+          pending += c.length;
+          size += c.length;
+          if (pending >= 1 << 20) {
+            await inflight;
+            inflight = appendToFile(fh.fd, batch, hasher, growing);
+            batch = [];
+            pending = 0;
+          }
+        }
+        await inflight;
+        inflight = undefined;
+        if (batch.length) await appendToFile(fh.fd, batch, hasher, growing);
+        if (size !== layer.size) {
+          throw new StevedoreError(
+            'ERR_SIZE_MISMATCH',
+            `blob ${layer.digest}: size mismatch (expected ${layer.size}, got ${size})`,
+          );
+        }
+        hasher?.digest().verify(layer.digest, `blob ${layer.digest}`);
+        growing.end(true);
+      } catch (e) {
+        growing.end(false);
+        throw e;
+      } finally {
+        await inflight?.catch(() => {});
+      }
+    })();
+    const applying = applyLayer(ingest, diffDir, { ...applyOptions, growing });
+    const [got, applied] = await Promise.allSettled([download, applying]);
+    try {
+      // The download's own error says what went wrong first (the engine only saw it end).
+      if (got.status === 'rejected') throw got.reason;
+      if (applied.status === 'rejected') throw applied.reason;
+      await fh.close();
+      if (await exists(final)) await rm(ingest, { force: true });
+      else await rename(ingest, final);
+    } finally {
+      await fh.close().catch(() => {});
+      await rm(ingest, { force: true });
+    }
   }
 
   private async putLayerBlob(layer: Image['layers'][number]): Promise<string> {
