@@ -263,7 +263,8 @@ impl std::io::Read for FollowReader {
             let mut s = self.growing.state.lock().unwrap_or_else(|e| e.into_inner());
             loop {
                 if s.end == Some(false) {
-                    return Err(std::io::Error::other(
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::Other,
                         "the blob's download failed while the layer was being applied",
                     ));
                 }
