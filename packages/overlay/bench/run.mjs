@@ -521,14 +521,16 @@ try {
     },
   };
   console.log('\nprofile of our pull (best API run; seconds from process start):');
+  // Events a pull no longer has (download and apply now overlap) print as `-`.
+  const f = (x) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(2) : '-');
   for (const [i, l] of tl.layers.entries())
     console.log(
-      `  layer ${i}: ${mb(l.bytes).toFixed(0)} MB download ${l.downloadStart.toFixed(2)}→${l.downloaded.toFixed(2)}, ` +
-        `stored ${l.stored.toFixed(2)}, applied+walked ${l.applied.toFixed(2)}`,
+      `  layer ${i}: ${mb(l.bytes ?? 0).toFixed(0)} MB download ${f(l.downloadStart)}→${f(l.downloaded)}, ` +
+        `stored ${f(l.stored)}, applied+walked ${f(l.applied)}`,
     );
   console.log(
-    `  node+imports ${tl.imported.toFixed(2)}, open ${profile.phases.storeOpen.toFixed(2)}, manifest ${profile.phases.manifestAndConfig.toFixed(2)}, ` +
-      `commit ${profile.phases.commit.toFixed(2)}, total ${tl.done.toFixed(2)}`,
+    `  node+imports ${f(tl.imported)}, open ${f(profile.phases.storeOpen)}, manifest ${f(profile.phases.manifestAndConfig)}, ` +
+      `commit ${f(profile.phases.commit)}, total ${f(tl.done)}`,
   );
 
   // The same work one piece at a time, on a kept store.
