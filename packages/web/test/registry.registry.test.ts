@@ -24,6 +24,7 @@ import {
   serveDist,
   sha,
   shown,
+  webDist,
   writeTarLayer,
 } from './support.js';
 
@@ -128,6 +129,26 @@ describe.skipIf(!canRun)('opening an image from a registry', () => {
     expect([check?.status, check?.actual]).toEqual(['ok', demo.manifestDigest]);
     expect(s.layers.map((l) => l.diffId)).toEqual(demo.diffIds);
     await page.close();
+  });
+
+  it('served by the registry itself (serve --ui): same origin, no CORS, the registry field defaults to it', async () => {
+    // What `stevedore serve --ui` runs: our server with the built page at / and no CORS headers.
+    const ui = await startServer({ root: join(work, 'ui'), fsync: false, staticDir: webDist });
+    try {
+      await push(ui.url, 'web/demo', '1', demo.blobs, demo.manifest, OCI_MANIFEST);
+      const { page, errors } = await newPage();
+      await page.goto(`${ui.url}/?${new URLSearchParams({ image: 'web/demo:1' })}`);
+      const s = await shown(page);
+      expect(errors).toEqual([]);
+      expect(await page.inputValue('#registry-url')).toBe(ui.url);
+      expect(s.status).toMatch(/^verified: /);
+      expect(s.manifestDigest).toBe(demo.manifestDigest);
+      expect(s.layers.map((l) => l.diffId)).toEqual(demo.diffIds);
+      await shot(page, 'registry-served-ui');
+      await page.close();
+    } finally {
+      await ui.close();
+    }
   });
 
   it('an index: linux/amd64 first, and a platform chooser that switches images', async () => {

@@ -14,7 +14,8 @@ import { type Browser, chromium, type Page } from 'playwright-core';
 
 export const pkg = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const results = join(pkg, '..', '..', 'build', 'test-results');
-const dist = join(pkg, 'dist');
+export const webDist = join(pkg, 'dist');
+const dist = webDist;
 const CHROMIUM = process.env.STEVEDORE_CHROMIUM ?? '/usr/bin/chromium';
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
