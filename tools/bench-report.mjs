@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Turns the benchmark results under build/bench/*.json (written by the `bench` targets) into
 // the README's benchmark tables: `node tools/bench-report.mjs` prints them, `--write` replaces
-// the section between <!-- bench:start --> and <!-- bench:end --> in README.md.
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+// the section between <!-- bench:start --> and <!-- bench:end --> in README.md and draws
+// docs/bench.svg, a bar chart of every headline ratio.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -141,8 +142,63 @@ if (server) {
   );
 }
 
+// ---- the chart: every headline ratio (ours ÷ the other tool, lower is better) as a bar ------
+const bars = [];
+if (layers) {
+  const flat = layers.results.filter((r) => r.group !== 'memory');
+  const ours = flat.find((r) => r.name === 'stevedore (flatten, verified)' || r.name === 'stevedore (apply, verified)');
+  for (const r of flat)
+    if (ours && !r.name.startsWith('stevedore')) bars.push([`flatten ÷ ${r.name}`, ours.seconds / r.seconds]);
+}
+if (image)
+  for (const r of image.results)
+    if (r.ratio && r.name.startsWith('ours')) bars.push([`${r.group}: ${r.name}`, r.ratio]);
+if (registry) for (const r of registry.results) if (r.ratio) bars.push([`${r.group} ÷ skopeo`, r.ratio]);
+if (overlay)
+  for (const r of overlay.results) {
+    if (r.ratio) bars.push([`store ${r.name.replace(/^ours: /, '')} ÷ docker pull`, r.ratio]);
+  }
+if (web) for (const r of web.results) if (r.ratio) bars.push([`web: ${r.name} ÷ node`, r.ratio]);
+
+/** A horizontal bar chart (SVG, no dependencies): one bar per ratio, a line at 1× (parity). */
+function chart(items) {
+  const rowH = 22;
+  const labelW = 430;
+  const barW = 360;
+  const top = 34;
+  const max = Math.max(2, ...items.map(([, v]) => v));
+  const scale = (v) => (v / max) * barW;
+  const esc = (t) => t.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;');
+  const h = top + items.length * rowH + 30;
+  const rows = items.map(([label, v], i) => {
+    const y = top + i * rowH;
+    const color = v <= 1 ? '#2e7d32' : '#c62828';
+    return [
+      `<text x="${labelW - 8}" y="${y + 15}" text-anchor="end">${esc(label.length > 62 ? `${label.slice(0, 60)}…` : label)}</text>`,
+      `<rect x="${labelW}" y="${y + 4}" width="${scale(v).toFixed(1)}" height="${rowH - 8}" fill="${color}"/>`,
+      `<text x="${(labelW + scale(v) + 6).toFixed(1)}" y="${y + 15}">${v.toFixed(2)}×</text>`,
+    ].join('');
+  });
+  const one = labelW + scale(1);
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${labelW + barW + 70}" height="${h}" font-family="sans-serif" font-size="12">`,
+    '<rect width="100%" height="100%" fill="#fff"/>',
+    `<text x="10" y="20" font-size="14" font-weight="bold">stevedore time ÷ other tool's time (lower is better; green: faster)</text>`,
+    ...rows,
+    `<line x1="${one}" y1="${top - 4}" x2="${one}" y2="${h - 24}" stroke="#555" stroke-dasharray="4 3"/>`,
+    `<text x="${one}" y="${h - 10}" text-anchor="middle">1× (same time)</text>`,
+    '</svg>',
+    '',
+  ].join('\n');
+}
+
+if (bars.length) out.unshift('![benchmark ratios: stevedore time ÷ other tool](docs/bench.svg)', '');
 const text = out.join('\n');
 if (process.argv.includes('--write')) {
+  if (bars.length) {
+    mkdirSync(join(root, 'docs'), { recursive: true });
+    writeFileSync(join(root, 'docs', 'bench.svg'), chart(bars));
+  }
   const readme = join(root, 'README.md');
   const s = readFileSync(readme, 'utf8');
   const start = '<!-- bench:start -->';

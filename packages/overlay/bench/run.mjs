@@ -24,6 +24,7 @@ import { createCipheriv } from 'node:crypto';
 import {
   existsSync,
   mkdirSync,
+  mkdtempSync,
   readdirSync,
   readFileSync,
   rmSync,
@@ -31,7 +32,7 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { cpus, loadavg, totalmem } from 'node:os';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { gzipSync } from 'node:zlib';
@@ -227,6 +228,35 @@ async function loadHarness() {
   return import(pathToFileURL(join(outDir, 'index.js')).href);
 }
 
+/**
+ * Everything (dockerd's data root, our store, the registry's storage, skopeo's output) lives on
+ * a fresh ext4 filesystem (a loop-mounted image) when we can mount one: on a long-used root
+ * filesystem ext4's inode allocator spends much of its time skipping recently deleted inodes,
+ * so file-creation timings depend on what ran before. The harness puts its temp dirs there.
+ */
+function freshFilesystem() {
+  const base = mkdtempSync(join(tmpdir(), 'sd-overlay-bench-fs-'));
+  const img = join(base, 'fs.img');
+  const mnt = join(base, 'mnt');
+  try {
+    execFileSync('truncate', ['-s', '24G', img]);
+    execFileSync('mkfs.ext4', ['-q', '-F', img], { stdio: 'ignore' });
+    mkdirSync(mnt);
+    execFileSync('mount', ['-o', 'loop', img, mnt], { stdio: 'ignore' });
+    process.env.STEVEDORE_IT_TMPDIR = mnt;
+    return {
+      name: 'fresh ext4 (loop)',
+      unmount() {
+        execFileSync('umount', [mnt]);
+        rmSync(base, { recursive: true, force: true });
+      },
+    };
+  } catch {
+    rmSync(base, { recursive: true, force: true });
+    return { name: 'temp dir', unmount() {} };
+  }
+}
+const fsys = freshFilesystem();
 const H = await loadHarness();
 const dir = H.makeTempDir('overlay-bench'); // hard-cleaned (kill, unmount, delete) by the harness
 const p = (...f) => join(dir, ...f);
@@ -665,6 +695,7 @@ try {
   const machine = `${cpus()[0]?.model ?? 'unknown cpu'} ×${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.versions.node}`;
   const out = {
     machine,
+    filesystem: fsys.name,
     date: new Date().toISOString(),
     docker: dockerVersion,
     skopeo: skopeoVersion,
@@ -693,7 +724,7 @@ try {
   mkdirSync(join(root, 'build', 'bench'), { recursive: true });
   const name = SCALE >= 1 ? 'overlay' : 'overlay-small';
   writeFileSync(join(root, 'build', 'bench', `${name}.json`), `${JSON.stringify(out, null, 2)}\n`);
-  console.log(`machine: ${machine}\nwrote build/bench/${name}.json`);
+  console.log(`machine: ${machine}; on a ${fsys.name}\nwrote build/bench/${name}.json`);
 } catch (e) {
   console.error(e);
   exitCode = 1;
@@ -706,6 +737,12 @@ try {
   }
   if (existsSync(dir)) {
     console.error(`cleanup left ${dir}`);
+    exitCode = 1;
+  }
+  try {
+    fsys.unmount();
+  } catch (e) {
+    console.error(e);
     exitCode = 1;
   }
 }
