@@ -22,6 +22,8 @@ export interface Member {
   linkName: string;
   /** The bytes, for small JSON members only. */
   json?: Uint8Array;
+  /** A folder's file (see folder.ts): the member's bytes are this file's, not a range of `source`. */
+  file?: Blob;
 }
 
 export interface ArchiveIndex {
@@ -31,6 +33,8 @@ export interface ArchiveIndex {
   members: Map<string, Member>;
   /** Bytes of tar read (uncompressed size of the archive). */
   tarSize: number;
+  /** A folder (members are files): messages say "the folder". */
+  folder?: boolean;
 }
 
 export type Progress = (done: number, total: number, what: string) => void;
@@ -179,10 +183,11 @@ function concat(parts: Uint8Array[], size: number): Uint8Array {
 }
 
 /**
- * A member's bytes as a stream: a `Blob.slice` of the file for a plain tar; for a gzip'd
- * archive, the decompressed stream from the start, skipping to the member's range.
+ * A member's bytes as a stream: a folder's file, read anew; a `Blob.slice` of the file for a
+ * plain tar; for a gzip'd archive, the decompressed stream from the start, skipping to the member's range.
  */
 export function readMember(index: ArchiveIndex, member: Member): ReadableStream<Uint8Array> {
+  if (member.file) return member.file.stream() as ReadableStream<Uint8Array>;
   if (member.dataOffset < 0 || member.size === 0) return new Blob([]).stream() as ReadableStream<Uint8Array>;
   const start = member.dataOffset;
   const end = start + member.size;

@@ -79,6 +79,14 @@ export interface OpenedArchive {
 const BLOB = /^blobs\/(sha256|sha512)\/([0-9a-f]+)$/;
 const LEGACY_CONFIG = /^(?:.*\/)?([0-9a-f]{64})\.json$/;
 
+const where = (a: ArchiveIndex) => (a.folder ? 'the folder' : 'the archive');
+
+/** The member a blob would be at, as a check that failed: the blob is not there. */
+const missingBlob = (digest: string) => {
+  const [alg, hex] = digest.split(':');
+  return check('blob', `blobs/${alg}/${hex}`, digest, undefined);
+};
+
 function blobMember(a: ArchiveIndex, digest: string): Member | undefined {
   const [alg, hex] = digest.split(':');
   return a.members.get(`blobs/${alg}/${hex}`);
@@ -107,8 +115,11 @@ function blobChecks(a: ArchiveIndex): Check[] {
     const b = BLOB.exec(m.name);
     if (b && m.type === 'file') {
       const expected = `${b[1]}:${b[2]}`;
+      // The archive pass hashes sha256 only; a folder's blobs are hashed with their own algorithm.
       out.push(
-        b[1] === 'sha256' ? check('blob', m.name, expected, m.digest) : check('blob', m.name, undefined, m.digest),
+        m.digest?.startsWith(`${b[1]}:`)
+          ? check('blob', m.name, expected, m.digest)
+          : check('blob', m.name, undefined, m.digest),
       );
       continue;
     }
@@ -133,11 +144,13 @@ function fromManifest(
   tags: string[],
   format: ImageInfo['format'],
   errors: string[],
+  missing: Check[],
 ): ImageInfo | undefined {
   const configDigest = manifest.config.digest.toString();
   const configMember = blobMember(a, configDigest);
   if (!configMember?.json) {
-    errors.push(`config ${configDigest} is missing from the archive`);
+    errors.push(`config ${configDigest} is missing from ${where(a)}`);
+    if (!configMember) missing.push(missingBlob(configDigest));
     return undefined;
   }
   const config = parseConfig(configMember.json, manifest.config.mediaType);
@@ -146,7 +159,8 @@ function fromManifest(
   manifest.layers.forEach((d, i) => {
     const member = blobMember(a, d.digest.toString());
     if (!member) {
-      errors.push(`layer ${i} ${d.digest.toString()} is missing from the archive`);
+      errors.push(`layer ${i} ${d.digest.toString()} is missing from ${where(a)}`);
+      missing.push(missingBlob(d.digest.toString()));
       return;
     }
     layers.push({
@@ -177,6 +191,7 @@ function walkIndex(
   idx: Manifest,
   out: { manifest: ImageManifest; digest: string; tags: string[] }[],
   errors: string[],
+  missing: Check[],
   depth = 0,
 ): void {
   if (!isImageIndex(idx) || depth > 4) return;
@@ -184,13 +199,14 @@ function walkIndex(
     const digest = d.digest.toString();
     const m = blobMember(a, digest);
     if (!m?.json) {
-      errors.push(`manifest ${digest} is missing from the archive`);
+      errors.push(`manifest ${digest} is missing from ${where(a)}`);
+      if (!m) missing.push(missingBlob(digest));
       continue;
     }
     const parsed = parseManifest(m.json, d.mediaType);
     const tag = d.annotations?.['io.containerd.image.name'] ?? d.annotations?.['org.opencontainers.image.ref.name'];
     if (isImageManifest(parsed)) out.push({ manifest: parsed, digest, tags: tag ? [tag] : [] });
-    else walkIndex(a, parsed, out, errors, depth + 1);
+    else walkIndex(a, parsed, out, errors, missing, depth + 1);
   }
 }
 
@@ -205,10 +221,17 @@ export function openArchive(a: ArchiveIndex): OpenedArchive {
   const errors: string[] = [];
   const images: ImageInfo[] = [];
   const ociManifests: { manifest: ImageManifest; digest: string; tags: string[] }[] = [];
+  const missing: Check[] = [];
   const indexMember = a.members.get('index.json');
   if (indexMember?.json) {
     try {
-      walkIndex(a, parseManifest(indexMember.json, 'application/vnd.oci.image.index.v1+json'), ociManifests, errors);
+      walkIndex(
+        a,
+        parseManifest(indexMember.json, 'application/vnd.oci.image.index.v1+json'),
+        ociManifests,
+        errors,
+        missing,
+      );
     } catch (e) {
       errors.push(`index.json: ${(e as Error).message}`);
     }
@@ -220,7 +243,7 @@ export function openArchive(a: ArchiveIndex): OpenedArchive {
     for (const entry of legacy) {
       const configMember = a.members.get(entry.Config);
       if (!configMember?.json) {
-        errors.push(`config ${entry.Config} is missing from the archive`);
+        errors.push(`config ${entry.Config} is missing from ${where(a)}`);
         continue;
       }
       const config = parseConfig(configMember.json);
@@ -233,7 +256,8 @@ export function openArchive(a: ArchiveIndex): OpenedArchive {
         const member = a.members.get(name);
         const desc = oci?.manifest.layers[i];
         if (!member) {
-          errors.push(`layer ${i} ${name} is missing from the archive`);
+          errors.push(`layer ${i} ${name} is missing from ${where(a)}`);
+          missing.push(check(`layer ${i} file`, name, desc?.digest.toString() ?? 'present', undefined));
           return;
         }
         layers.push({
@@ -261,7 +285,7 @@ export function openArchive(a: ArchiveIndex): OpenedArchive {
   } else {
     for (const m of ociManifests) {
       try {
-        const img = fromManifest(a, m.manifest, m.digest, m.tags, format, errors);
+        const img = fromManifest(a, m.manifest, m.digest, m.tags, format, errors, missing);
         if (img) images.push(img);
       } catch (e) {
         errors.push(`manifest ${m.digest}: ${(e as Error).message}`);
@@ -271,7 +295,7 @@ export function openArchive(a: ArchiveIndex): OpenedArchive {
   if (images.length === 0 && errors.length === 0) {
     errors.push('no image found: expected manifest.json (docker save) or index.json (OCI layout)');
   }
-  return { archive: a, format, images, blobChecks: blobChecks(a), errors };
+  return { archive: a, format, images, blobChecks: [...missing, ...blobChecks(a)], errors };
 }
 
 /**

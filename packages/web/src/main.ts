@@ -1,12 +1,14 @@
 /**
  * The web inspector: open a `docker save` tar or an oci-archive (optionally gzip'd) from a
- * dropped or chosen file, or an image from a registry that allows cross-origin requests;
+ * dropped or chosen file, an OCI layout (or extracted docker save) from a dropped or chosen
+ * folder, or an image from a registry that allows cross-origin requests;
  * verify every blob in the wasm core while streaming, and explore the image: summary, layers
  * and their changes, the merged filesystem, file previews.
  */
 import { init, type LayerScan, type LayerStack } from '@stevedore/core/browser';
 import { type ArchiveIndex, indexArchive } from './archive.js';
 import { asText, formatBytes, h, hexDump, shortDigest } from './dom.js';
+import { checkLayout, type FolderFiles, filesFromEntries, filesFromInput, indexFolder } from './folder.js';
 import { type Check, type ImageInfo, imageChecks, layerChecks, type OpenedArchive, openArchive } from './image.js';
 import { analyse, type FsNode, type LayerAnalysis, mergedTree, readFileFromLayer, scanSource } from './layers.js';
 import { type Credentials, parseTarget } from './registry.js';
@@ -108,22 +110,44 @@ async function openFile(file: File): Promise<void> {
     const archive: ArchiveIndex = await indexArchive(file, (done, total, what) =>
       setStatus(`${what}: ${formatBytes(done)} of ${formatBytes(total)}`),
     );
-    const opened = openArchive(archive);
-    state.opened = opened;
-    const select = $<HTMLSelectElement>('image-select');
-    select.replaceChildren(
-      ...opened.images.map((img, i) =>
-        h('option', { value: i }, img.tags.join(', ') || shortDigest(img.manifestDigest ?? img.configDigest)),
-      ),
-    );
-    select.hidden = opened.images.length < 2;
-    if (opened.errors.length) $('errors').replaceChildren(...opened.errors.map((e) => h('li', {}, e)));
-    if (!opened.images[0]) throw new Error(opened.errors.join('; ') || 'no image in the archive');
-    await selectImage(0);
-    finishOpen(t0);
+    await showOpened(openArchive(archive), t0);
   } catch (e) {
     failOpen(file.name, e);
   }
+}
+
+/** Opens a folder's files (relative path → file): an OCI layout or an extracted docker save. */
+async function openFolder(folder: { name: string; files: FolderFiles }): Promise<void> {
+  const { name, files } = folder;
+  let size = 0;
+  for (const f of files.values()) size += f.size;
+  const label = `${name || 'folder'}/`;
+  const t0 = startOpen(`${label} (${files.size} files, ${formatBytes(size)})`);
+  try {
+    await checkLayout(files, name);
+    const archive = await indexFolder(files, (done, total, what) =>
+      setStatus(`${what}: ${formatBytes(done)} of ${formatBytes(total)}`),
+    );
+    await showOpened(openArchive(archive), t0);
+  } catch (e) {
+    failOpen(label, e);
+  }
+}
+
+/** Shows an opened archive or folder: its images in the chooser, the first one scanned. */
+async function showOpened(opened: OpenedArchive, t0: number): Promise<void> {
+  state.opened = opened;
+  const select = $<HTMLSelectElement>('image-select');
+  select.replaceChildren(
+    ...opened.images.map((img, i) =>
+      h('option', { value: i }, img.tags.join(', ') || shortDigest(img.manifestDigest ?? img.configDigest)),
+    ),
+  );
+  select.hidden = opened.images.length < 2;
+  if (opened.errors.length) $('errors').replaceChildren(...opened.errors.map((e) => h('li', {}, e)));
+  if (!opened.images[0]) throw new Error(opened.errors.join('; ') || 'no image found');
+  await selectImage(0);
+  finishOpen(t0);
 }
 
 function failOpen(what: string, e: unknown): void {
@@ -497,6 +521,10 @@ function setupInputs(): void {
     const f = input.files?.[0];
     if (f) void openFile(f);
   });
+  const folderInput = $<HTMLInputElement>('folder');
+  folderInput.addEventListener('change', () => {
+    if (folderInput.files?.length) void openFolder(filesFromInput(folderInput.files));
+  });
   const drop = document.body;
   drop.addEventListener('dragover', (e) => {
     e.preventDefault();
@@ -506,6 +534,20 @@ function setupInputs(): void {
   drop.addEventListener('drop', (e) => {
     e.preventDefault();
     drop.classList.remove('dragging');
+    // Entries must be taken while the event is dispatched; a folder (or several items) is read
+    // recursively, a single file opens as an archive.
+    const entries = [...(e.dataTransfer?.items ?? [])]
+      .filter((i) => i.kind === 'file')
+      .map((i) => i.webkitGetAsEntry())
+      .filter((x): x is FileSystemEntry => x !== null);
+    if (entries.length > 1 || entries[0]?.isDirectory) {
+      startOpen('reading the dropped folder…');
+      void filesFromEntries(entries).then(
+        (folder) => openFolder(folder),
+        (err) => failOpen('the dropped folder', err),
+      );
+      return;
+    }
     const f = e.dataTransfer?.files[0];
     if (f) void openFile(f);
   });
@@ -553,7 +595,7 @@ async function main(): Promise<void> {
     await init();
     document.body.dataset.state = 'idle';
     setStatus(
-      'Choose or drop a docker save tar or an oci-archive (.tar or .tar.gz), or open an image from a registry. Nothing leaves your browser.',
+      'Choose or drop a docker save tar or an oci-archive (.tar or .tar.gz), an OCI layout folder, or open an image from a registry. Nothing leaves your browser.',
     );
     if (await prefillRegistry()) await openRegistry();
   } catch (e) {
