@@ -10,6 +10,8 @@ pub mod layer;
 pub mod overlay;
 pub mod tar;
 pub mod wire;
+#[cfg(feature = "zstd")]
+pub mod zstd_stream;
 
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::{Error, Result};

@@ -205,6 +205,48 @@ fn file_append(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
     )
 }
 
+/// A push-style zstd decoder behind a JS external; `None` once finished.
+struct ZstdHandle(Option<stevedore_core::zstd_stream::ZstdDecoder>);
+
+/// `zstdDecoderCreate(windowLogMax) -> handle`.
+fn zstd_decoder_create(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
+    let log = env.get_f64(args[0], "windowLogMax")?;
+    if !(10.0..=31.0).contains(&log) || log.fract() != 0.0 {
+        return Err(JsError::type_error(
+            "windowLogMax must be an integer from 10 to 31",
+        ));
+    }
+    env.external(ZstdHandle(Some(
+        stevedore_core::zstd_stream::ZstdDecoder::new(log as u32)?,
+    )))
+}
+
+/// `zstdDecoderPush(handle, chunk) -> [output: Buffer, used: number]`: decodes from `chunk`
+/// (at most 1 MiB of output per call); call again with the unused rest, and with an empty
+/// chunk while output keeps coming.
+fn zstd_decoder_push(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
+    let input = env.get_bytes(args[1], "chunk")?;
+    let d = env
+        .get_external::<ZstdHandle>(args[0], "decoder")?
+        .0
+        .as_mut()
+        .ok_or_else(|| JsError::new("ERR_DECODER_FINISHED", "zstd decoder was already finished"))?;
+    let mut out = Vec::new();
+    let used = d.push(input, &mut out)?;
+    let o = env.buffer_copy(&out)?;
+    let n = env.double(used as f64)?;
+    env.array(&[o, n])
+}
+
+/// `zstdDecoderFinish(handle)`: throws `ERR_DECOMPRESS` when the input stopped inside a frame.
+fn zstd_decoder_finish(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
+    let handle = env.get_external::<ZstdHandle>(args[0], "decoder")?;
+    if let Some(d) = handle.0.take() {
+        d.finish()?;
+    }
+    env.undefined()
+}
+
 fn version(env: Env, _args: &[napi_value]) -> JsResult<napi_value> {
     env.string(env!("CARGO_PKG_VERSION"))
 }
@@ -242,6 +284,9 @@ const EXPORTS: &[(&str, Callback)] = &[
     ("layerVerify", engine::layer_verify),
     ("treeScan", engine::tree_scan),
     ("growingCreate", engine::growing_create),
+    ("zstdDecoderCreate", zstd_decoder_create),
+    ("zstdDecoderPush", zstd_decoder_push),
+    ("zstdDecoderFinish", zstd_decoder_finish),
     ("growingEnd", engine::growing_end),
     ("fileAppend", file_append),
     ("hasherUpdateAsync", hasher_update_async),

@@ -362,3 +362,43 @@ export async function appendToFile(
     throw asStevedoreError(e);
   }
 }
+
+/**
+ * The bytes of a zstd stream (one or more frames), decoded by the native core in pieces of at
+ * most 1 MiB, so memory stays flat whatever the ratio. Frames whose window exceeds
+ * `2^windowLogMax` bytes are refused (default 27, zstd's own limit); a corrupt or truncated
+ * stream fails with `ERR_DECOMPRESS`. Node 20's zlib has no zstd; this needs no `zstd` command.
+ */
+export async function* zstdDecompress(
+  source: AsyncIterable<Uint8Array>,
+  windowLogMax = 27,
+): AsyncGenerator<Uint8Array> {
+  const a = addon();
+  const d = guardNative(() => a.zstdDecoderCreate(windowLogMax));
+  for await (const chunk of source) {
+    let rest = chunk;
+    for (;;) {
+      const [out, used] = guardNative(() => a.zstdDecoderPush(d, rest));
+      if (!out.length && used === 0 && rest.length) {
+        throw new StevedoreError('ERR_DECOMPRESS', 'zstd: the decoder made no progress');
+      }
+      rest = rest.subarray(used);
+      if (out.length) yield out;
+      else if (rest.length === 0) break;
+    }
+  }
+  for (;;) {
+    const [out] = guardNative(() => a.zstdDecoderPush(d, new Uint8Array(0)));
+    if (!out.length) break;
+    yield out;
+  }
+  guardNative(() => a.zstdDecoderFinish(d));
+}
+
+function guardNative<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    throw asStevedoreError(e);
+  }
+}

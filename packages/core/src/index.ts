@@ -34,6 +34,7 @@ export {
   scanTree,
   type TreeEntry,
   verifyLayerFile,
+  zstdDecompress,
 } from './engine.js';
 export { StevedoreError } from './errors.js';
 export * from './layers.js';

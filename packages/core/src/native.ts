@@ -62,6 +62,9 @@ export interface NativeAddon {
     growing?: Handle | null,
   ): Promise<import('./engine.js').ApplyLayerReport>;
   growingCreate(): Handle;
+  zstdDecoderCreate(windowLogMax: number): Handle;
+  zstdDecoderPush(decoder: Handle, chunk: Uint8Array): [Uint8Array, number];
+  zstdDecoderFinish(decoder: Handle): void;
   growingEnd(growing: Handle, ok: boolean): void;
   layerFlatten(
     sources: string[],

@@ -1,7 +1,7 @@
 /**
- * Layer decompression for `uncompressed()`: gzip with node:zlib; zstd with node:zlib where it
- * has zstd (Node ≥ 22.15), else with the `zstd` command (as containerd uses `unpigz` when it is
- * there), since Node 20's zlib has no zstd and @stevedore/core exposes no streaming zstd decoder.
+ * Layer decompression for `uncompressed()`: gzip with node:zlib; zstd with the native core's
+ * streaming decoder, or — without the native addon — node:zlib where it has zstd (Node ≥ 22.15),
+ * else the `zstd` command (as containerd uses `unpigz` when it is there).
  * Both zstd paths cap the window at 2^27 (128 MiB, zstd's own default limit) against memory
  * bombs; frame checksums and trailing data are checked by the decoders.
  */
@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import { Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
+import { hasNativeEngine, zstdDecompress } from '@stevedore/core';
 import { RegistryError, type RegistryErrorInit } from './errors.js';
 
 const ZSTD_WINDOW_LOG_MAX = 27;
@@ -24,12 +25,26 @@ export function decompress(
   ctx: Ctx,
 ): AsyncIterable<Uint8Array> {
   if (compression === 'gzip') return through(source, zlib.createGunzip(), 'gzip', ctx);
+  if (hasNativeEngine()) return nativeZstd(source, ctx);
   const zstd = (zlib as { createZstdDecompress?: (o: object) => Transform }).createZstdDecompress;
   const windowLogMax = (zlib.constants as Record<string, number>).ZSTD_d_windowLogMax;
   if (zstd && windowLogMax !== undefined) {
     return through(source, zstd({ params: { [windowLogMax]: ZSTD_WINDOW_LOG_MAX } }), 'zstd', ctx);
   }
   return zstdCommand(source, ctx);
+}
+
+/** zstd by the native core (no `zstd` command, any Node version). */
+async function* nativeZstd(source: AsyncIterable<Uint8Array>, ctx: Ctx): AsyncGenerator<Uint8Array> {
+  let sourceError: unknown;
+  try {
+    yield* zstdDecompress(
+      watch(source, (e) => (sourceError = e)),
+      ZSTD_WINDOW_LOG_MAX,
+    );
+  } catch (e) {
+    throw sourceError ?? new RegistryError('ERR_DECOMPRESS', `zstd: ${(e as Error).message}`, { ...ctx, cause: e });
+  }
 }
 
 /** `source` piped through `transform`; unlike `.pipe`, a failing source fails the output. */
