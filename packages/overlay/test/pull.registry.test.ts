@@ -4,7 +4,7 @@
 // image into one store at once (one copy stored).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -193,6 +193,41 @@ process.stdout.write(String(r.applied));`,
       }
     }
   }, 120_000);
+
+  it('a blob the registry serves altered is refused by the digest check during extraction; nothing is kept', async () => {
+    // Flip a bit of the gzip header's mtime in one layer blob on the registry's disk: it still
+    // decompresses to the same tar (diff_id fine), so only the blob digest can catch it — the
+    // check the engine makes while it extracts the download (the download itself is not hashed).
+    const layer = img.layers[1]!;
+    const blob = path.join(
+      reg.storageDir,
+      'docker/registry/v2/blobs/sha256',
+      layer.digest.hex.slice(0, 2),
+      layer.digest.hex,
+      'data',
+    );
+    const original = readFileSync(blob);
+    const altered = Buffer.from(original);
+    altered[4] = (altered[4] ?? 0) ^ 0x01;
+    writeFileSync(blob, altered);
+    const root = path.join(work, 'altered');
+    try {
+      const store = await Store.open({ root });
+      const err = await store.pull(direct).catch((e) => e);
+      expect(err.code).toBe('ERR_DIGEST_MISMATCH');
+      expect(err.message).toContain(layer.digest.toString());
+      expect(await store.hasBlob(layer.digest)).toBe(false);
+      expect(await store.imageIds()).toEqual([]);
+      expect(readdirSync(path.join(root, 'content', 'ingest'))).toEqual([]);
+      expect(readdirSync(store.tmpDir)).toEqual([]);
+      expect(await fsck(store)).toEqual([]);
+    } finally {
+      writeFileSync(blob, original);
+    }
+    // With the blob as it was, the same store pulls it.
+    const store = await Store.open({ root });
+    expect((await store.pull(direct)).imageId.toString()).toBe(imageId);
+  });
 
   it('8 processes pull the same image into one store at once: all succeed, one copy', async () => {
     const root = path.join(work, 'parallel');

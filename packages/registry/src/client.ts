@@ -317,14 +317,16 @@ export class RegistryClient {
     repo: Repo,
     digest: Digest,
     size: number,
-    o: CallOptions & { resume?: { offset: number; hasher: Hasher } } = {},
+    o: CallOptions & { resume?: { offset: number; hasher: Hasher }; verify?: boolean } = {},
   ): AsyncGenerator<Uint8Array> {
     const op = `pull blob ${digest}`;
     const ctx = this.ctx(repo, op);
+    // `verify: false` (a consumer that checks the digest itself): sizes only, no hashing.
+    const verify = o.verify !== false;
     const hasher = o.resume?.hasher ?? new Hasher(digest.algorithm);
     // Hashing runs in batches on the native pool while the next chunks arrive (the JS thread
     // only moves network buffers); flushed before the hasher is read.
-    const feed = new HashFeed(hasher);
+    const feed = verify ? new HashFeed(hasher) : undefined;
     let offset = o.resume?.offset ?? 0;
     let resumes = 0;
     let noRange = false;
@@ -356,9 +358,11 @@ export class RegistryClient {
         } else if (res.status === 200) {
           if (offset > 0) {
             skip = offset;
-            prefix = new Hasher(digest.algorithm);
-            await feed.flush();
-            checkpoint = hasher.clone().digest();
+            if (feed) {
+              prefix = new Hasher(digest.algorithm);
+              await feed.flush();
+              checkpoint = hasher.clone().digest();
+            }
           }
         } else {
           await failFor(res, ctx);
@@ -373,10 +377,10 @@ export class RegistryClient {
             );
             if (pos < skip) {
               const take = Math.min(skip - pos, c.length);
-              prefix!.update(c.subarray(0, take));
+              prefix?.update(c.subarray(0, take));
               pos += take;
               c = c.subarray(take);
-              if (pos === skip && !prefix!.clone().digest().equals(checkpoint!)) {
+              if (pos === skip && prefix && !prefix.clone().digest().equals(checkpoint!)) {
                 throw new RegistryError(
                   'ERR_DIGEST_MISMATCH',
                   `blob ${digest}: restarted download differs from the bytes already read`,
@@ -392,7 +396,7 @@ export class RegistryClient {
                 ctx,
               );
             }
-            const wait = feed.push(c);
+            const wait = feed?.push(c);
             if (wait) await wait;
             offset += c.length;
             this.progress('pull', repo, digest, offset, size);
@@ -415,11 +419,17 @@ export class RegistryClient {
           // a dropped connection: ask for the rest with Range from `offset`
         }
       }
-      await feed.flush();
+      await feed?.flush();
     } finally {
-      await feed.settle();
+      await feed?.settle();
     }
-    this.finish(hasher, offset, size, digest, ctx);
+    if (verify) this.finish(hasher, offset, size, digest, ctx);
+    else if (offset !== size)
+      throw new RegistryError(
+        'ERR_SIZE_MISMATCH',
+        `blob ${digest}: size mismatch (expected ${size}, got ${offset})`,
+        ctx,
+      );
   }
 
   private finish(h: Hasher, got: number, size: number, digest: Digest, ctx: ReturnType<RegistryClient['ctx']>): void {

@@ -53,6 +53,15 @@ export class RemoteLayer implements Layer {
       size: this.size,
     });
   }
+  /**
+   * The blob's bytes WITHOUT the digest check (size and resume still apply): only for a
+   * consumer that verifies the digest itself before trusting or keeping anything — the layer
+   * engine does (`applyLayer` with `expectedDigest`), so a pull that extracts while it
+   * downloads hashes the blob once instead of twice.
+   */
+  compressedUnverified(): AsyncIterable<Uint8Array> {
+    return this.client.fetchBlob(this.repo, this.digest, this.size, { signal: this.signal, verify: false });
+  }
   /** The layer's tar (gzip and zstd decompressed), verified against the diff_id at its end. */
   async *uncompressed(): AsyncIterable<Uint8Array> {
     const compression = layerCompression(this.mediaType) ?? 'none';
