@@ -153,7 +153,7 @@ fn hasher_update_async(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
     )
 }
 
-/// `fileAppend(fd, chunks: Uint8Array[], hasher|null, growing|null) -> Promise<bytes written>`: on the libuv
+/// `fileAppend(fd, chunks: Uint8Array[], hasher|null, growing|null, writeback|null) -> Promise<bytes written>`: on the libuv
 /// pool, writes every chunk to the open file descriptor `fd` (at its current offset) and feeds
 /// it to `hasher`. Moves a download's hashing and writing off the JS thread in one pool trip;
 /// the caller keeps one call in flight per file (order) and does not touch the chunks meanwhile.
@@ -174,6 +174,7 @@ fn file_append(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
         Some(hasher_cell(env, args[2])?)
     };
     let growing = engine::growing_of(env, args[3])?;
+    let writeback = !env.is_nullish(args[4])? && env.get_bool(args[4], "writeback")?;
     env.spawn(
         "stevedore:fileAppend",
         &[args[1]],
@@ -195,6 +196,22 @@ fn file_append(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
                 file.write_all(data)
                     .map_err(|e| JsError::new("ERR_IO", format!("write to fd {fd}: {e}")))?;
                 total += data.len() as u64;
+            }
+            // `writeback`: start writing these bytes back now (asynchronously), so that an fsync
+            // before the file is committed waits only for the tail. Best effort.
+            // SAFETY: plain syscalls on the caller's descriptor.
+            if writeback {
+                unsafe {
+                    let end = libc::lseek(fd, 0, libc::SEEK_CUR);
+                    if end >= total as libc::off_t {
+                        libc::sync_file_range(
+                            fd,
+                            end - total as libc::off_t,
+                            total as libc::off_t,
+                            libc::SYNC_FILE_RANGE_WRITE,
+                        );
+                    }
+                }
             }
             if let Some(g) = &growing {
                 g.appended(total);

@@ -338,13 +338,16 @@ export function hasNativeEngine(): boolean {
  * Writes `chunks` to the open file descriptor `fd` (at its offset) and feeds them to `hasher`,
  * both on a native pool thread: a download's hashing and writing leave the JS thread in one
  * trip. Keep one call in flight per file (order matters) and do not touch the chunks until it
- * settles. A wasm-backed hasher is fed here on the JS thread instead. Returns bytes written.
+ * settles. A wasm-backed hasher is fed here on the JS thread instead. `writeback` starts the
+ * kernel writing the bytes to disk right away, for files that are fsynced when complete (the
+ * final fsync then waits only for the tail). Returns bytes written.
  */
 export async function appendToFile(
   fd: number,
   chunks: Uint8Array[],
   hasher?: Hasher,
   growing?: GrowingFile,
+  options: { writeback?: boolean } = {},
 ): Promise<number> {
   const a = addon();
   const handle = hasher?.nativeHandle;
@@ -355,6 +358,7 @@ export async function appendToFile(
       chunks,
       (handle ?? null) as Parameters<NativeAddon['fileAppend']>[2],
       (growing?.handle ?? null) as Parameters<NativeAddon['fileAppend']>[3],
+      options.writeback ?? false,
     );
     if (hasher && handle !== undefined) hasher.fedElsewhere(n);
     return n;

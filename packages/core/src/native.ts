@@ -75,7 +75,13 @@ export interface NativeAddon {
   ): Promise<import('./engine.js').ApplyLayerReport[]>;
   treeScan(dir: string): Promise<string>;
   layerVerify(source: string, options: object | null): Promise<import('./engine.js').ApplyLayerReport>;
-  fileAppend(fd: number, chunks: Uint8Array[], hasher: Handle | null, growing?: Handle | null): Promise<number>;
+  fileAppend(
+    fd: number,
+    chunks: Uint8Array[],
+    hasher: Handle | null,
+    growing?: Handle | null,
+    writeback?: boolean | null,
+  ): Promise<number>;
   hasherUpdateAsync(hasher: Handle, chunks: Uint8Array[]): Promise<number>;
   layerCreate(
     source: string,

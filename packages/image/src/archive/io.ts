@@ -308,14 +308,15 @@ async function writeNative(
       size += c.length;
       if (pending >= WRITE_CHUNK) {
         await inflight;
-        inflight = appendToFile(fh.fd, batch, h);
+        // The blob is fsynced before it is committed: start its writeback as it arrives.
+        inflight = appendToFile(fh.fd, batch, h, undefined, { writeback: true });
         batch = [];
         pending = 0;
       }
     }
     await inflight;
     inflight = undefined;
-    if (batch.length) await appendToFile(fh.fd, batch, h);
+    if (batch.length) await appendToFile(fh.fd, batch, h, undefined, { writeback: true });
   } finally {
     // Never close the descriptor under a running write.
     await inflight?.catch(() => {});
