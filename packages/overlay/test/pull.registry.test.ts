@@ -14,6 +14,7 @@ import { pushImage, RegistryClient } from '@stevedore/registry';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useRealComponents } from '../../../test/harness/guard.js';
 import { type Registry, startRegistry } from '../../../test/harness/index.js';
+import { startProxy } from '../../registry/test/fixtures.js';
 import { fsck, prune, rmi, Store, storedImage, verifyLayers } from '../src/index.js';
 import { memImage } from './fixtures.js';
 
@@ -227,6 +228,34 @@ process.stdout.write(String(r.applied));`,
     // With the blob as it was, the same store pulls it.
     const store = await Store.open({ root });
     expect((await store.pull(direct)).imageId.toString()).toBe(imageId);
+  });
+
+  it('a connection dropped mid-blob while the layer is being extracted is resumed (Range) and the pull verifies', async () => {
+    const http = await startProxy(reg.url);
+    const layer = img.layers[2]!;
+    let drops = 0;
+    http.fault = (req, _res, forward) => {
+      if (req.method === 'GET' && req.url?.includes(`/blobs/${layer.digest}`) && drops === 0) {
+        drops++;
+        forward(undefined, { dropAfter: Math.floor(layer.size / 3) });
+        return true;
+      }
+      return false;
+    };
+    const root = path.join(work, 'resumed');
+    const client = new RegistryClient();
+    try {
+      const store = await Store.open({ root });
+      const r = await store.pull(`${http.host}/crash/img:1`, { client });
+      expect(r.imageId.toString()).toBe(imageId);
+      expect(drops).toBe(1);
+      const ranged = http.seen.filter((s) => s.url.includes(`/blobs/${layer.digest}`) && s.headers.range);
+      expect(ranged.length).toBeGreaterThanOrEqual(1);
+      expect(await fsck(store, { verify: true })).toEqual([]);
+    } finally {
+      await client.close();
+      await http.close();
+    }
   });
 
   it('8 processes pull the same image into one store at once: all succeed, one copy', async () => {
