@@ -30,6 +30,20 @@ fn opts(mode: WhiteoutMode) -> ApplyOptions {
     }
 }
 
+fn run_with_input(cmd: &str, args: &[&str], input: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{cmd} {args:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn run(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd)
         .args(args)
@@ -970,4 +984,64 @@ fn flatten_changes_nothing_when_any_layer_is_bad() {
     assert!(e.to_string().contains("../escape"), "{e}");
     assert_eq!(snapshot(&target, &[], true), before);
     assert!(!scratch.path("escape").exists());
+}
+
+/// The layout fuse-overlayfs (unprivileged) leaves for `rm -rf d; mkdir d; echo n > d/new`
+/// (checked on this kernel): `d` carries `user.fuseoverlayfs.opaque=y` and holds a `.wh..opq`
+/// 0/0 character device and an empty `.wh..wh..opq` file next to the new content.
+#[test]
+fn fuse_overlayfs_opaque_dirs_become_one_oci_marker() {
+    if !root_or_skip("fuse_overlayfs_opaque_dirs_become_one_oci_marker") {
+        return;
+    }
+    let scratch = Scratch::new("fuse-upper");
+    let upper = scratch.path("upper");
+    fs::create_dir_all(upper.join("d")).unwrap();
+    fs::write(upper.join("d/new"), "n").unwrap();
+    fs::write(upper.join("d/.wh..wh..opq"), "").unwrap();
+    run(
+        "mknod",
+        &[upper.join("d/.wh..opq").to_str().unwrap(), "c", "0", "0"],
+    );
+    run(
+        "setfattr",
+        &[
+            "-n",
+            "user.fuseoverlayfs.opaque",
+            "-v",
+            "y",
+            upper.join("d").to_str().unwrap(),
+        ],
+    );
+    // A directory whose markers are there but which is not opaque keeps the refusal.
+    fs::create_dir_all(upper.join("e")).unwrap();
+    fs::write(upper.join("e/.wh..wh..opq"), "").unwrap();
+    let o = CreateOptions {
+        mode: CreateMode::OverlayDiff(XattrNamespace::User),
+        compression: CreateCompression::None,
+        ..CreateOptions::default()
+    };
+    let err = create_layer(&upper, &o, Vec::new(), |_| {}).unwrap_err();
+    assert!(err.to_string().contains(".wh."), "{err}");
+    fs::remove_dir_all(upper.join("e")).unwrap();
+    let mut tar = Vec::new();
+    create_layer(&upper, &o, &mut tar, |_| {}).unwrap();
+    let names = run_with_input("tar", &["-tf", "-"], &tar);
+    assert_eq!(
+        names.lines().collect::<Vec<_>>(),
+        vec!["d/", "d/.wh..wh..opq", "d/new"],
+        "{names}"
+    );
+    // Applied onto a lower `d` with content, only the new file remains (and no xattr leaks).
+    let root = scratch.path("rootfs");
+    fs::create_dir_all(root.join("d")).unwrap();
+    fs::write(root.join("d/old"), "o").unwrap();
+    apply_layer(&tar[..], &root, &opts(WhiteoutMode::Apply), |_| {}).unwrap();
+    let mut left: Vec<_> = fs::read_dir(root.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["new"]);
+    assert!(xattrs(&root.join("d")).is_empty());
 }

@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { createLayer, listTarFile } from '@stevedore/core';
 import { copyImage, ociLayoutSink } from '@stevedore/image';
 import { afterAll, describe, expect, it } from 'vitest';
 import { defaultRoot, MergedView, mount, Store, shortLinkId, umount } from '../src/index.js';
@@ -107,7 +108,7 @@ try { await mount(s, 'plain:1', '${dir}/mnt'); console.log('mounted?'); } catch 
       writeFileSync(
         script,
         `import { createHash } from 'node:crypto';
-import { appendFileSync, lstatSync, readdirSync, readFileSync, readlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Store, mount, umount, walkDiff } from '${path.resolve('dist/index.js')}';
 const walk = (root) => {
@@ -136,8 +137,12 @@ writeFileSync('${dir}/rw/new.txt', 'new\\n');
 appendFileSync('${dir}/rw/etc/b.txt', 'more\\n');
 unlinkSync('${dir}/rw/etc/c.txt');
 const upper = (await walkDiff(rw.upperDir)).entries.map((e) => [e.path, e.type, e.rdev ?? '', e.sha256 ? readFileSync(path.join(rw.upperDir, e.path), 'utf8') : '']);
+// rm -rf + recreate: fuse-overlayfs makes the directory opaque its own way
+rmSync('${dir}/rw/etc', { recursive: true });
+mkdirSync('${dir}/rw/etc');
+writeFileSync('${dir}/rw/etc/fresh', 'f\\n');
 await umount('${dir}/rw');
-process.stdout.write(JSON.stringify({ uid: process.getuid(), backends: [ro.backend, rw.backend], roTree, upper }));`,
+process.stdout.write(JSON.stringify({ uid: process.getuid(), backends: [ro.backend, rw.backend], roTree, upper, upperDir: rw.upperDir }));`,
       );
       spawnSync('chown', ['-R', '65534:65534', dir]);
       const r = spawnSync(process.execPath, [script], {
@@ -161,6 +166,12 @@ process.stdout.write(JSON.stringify({ uid: process.getuid(), backends: [ro.backe
         ['etc/c.txt', 'char', '0:0', ''],
         ['new.txt', 'file', '', 'new\n'],
       ]);
+      // The upper dir after `rm -rf etc; mkdir etc` through fuse-overlayfs (its own opaque xattr
+      // and `.wh..opq`/`.wh..wh..opq` files) becomes a layer with one OCI opaque marker.
+      const layerFile = path.join(dir, 'upper.tar');
+      await createLayer(got.upperDir, layerFile, { mode: 'overlay-diff', xattrNamespace: 'user', compression: 'none' });
+      const paths = (await listTarFile(layerFile)).map((e) => e.path);
+      expect(paths.filter((p) => p.startsWith('etc'))).toEqual(['etc/', 'etc/.wh..wh..opq', 'etc/fresh']);
     },
   );
 });

@@ -9,7 +9,9 @@ use super::{
 };
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
-use crate::overlay::{is_overlay_private_xattr, Entry, EntryKind, LayerChange};
+use crate::overlay::convert::FUSE_OVERLAYFS_OPAQUE;
+use crate::overlay::whiteout::{OPAQUE_MARKER, OPAQUE_VALUE};
+use crate::overlay::{is_overlay_private_xattr, Entry, EntryKind, LayerChange, XattrNamespace};
 use crate::tar::{self, display_name, Format, Header, TarWriter, Timestamp};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -540,6 +542,32 @@ impl<F: Fs> Walker<'_, F> {
         })
     }
 
+    /// Whether `name` is one of the markers fuse-overlayfs puts into an opaque directory of its
+    /// upper dir — `.wh..opq` (a 0/0 character device) or `.wh..wh..opq` (an empty file) — in a
+    /// directory that is opaque by xattr. The directory's own entry already carries the
+    /// opacity (the OCI marker follows it), so these are skipped.
+    fn fuse_opaque_marker(
+        &mut self,
+        dir: &F::Dir,
+        name: &[u8],
+        st: &super::fs::Stat,
+        ns: XattrNamespace,
+    ) -> Result<bool> {
+        let device = st.kind == FileType::CharDevice && st.rdev_major == 0 && st.rdev_minor == 0;
+        let empty_file = st.kind == FileType::File && st.size == 0;
+        if !((name == b".wh..opq" && device) || (name == OPAQUE_MARKER.as_bytes() && empty_file)) {
+            return Ok(false);
+        }
+        let xattrs = self
+            .fs
+            .xattrs(Target::Dir(dir))
+            .map_err(|e| fs_error("list xattrs of the parent of", name, e))?;
+        Ok(xattrs.iter().any(|(n, v)| {
+            (n == FUSE_OVERLAYFS_OPAQUE.as_bytes() || n == ns.opaque_xattr().as_bytes())
+                && v == OPAQUE_VALUE
+        }))
+    }
+
     /// Writes the entries for `name`; returns the directory handle to descend into.
     fn entry(
         &mut self,
@@ -556,6 +584,11 @@ impl<F: Fs> Walker<'_, F> {
         else {
             return Ok(None); // removed while we walked
         };
+        if let CreateMode::OverlayDiff(ns) = self.opts.mode {
+            if self.fuse_opaque_marker(dir, name, &st, ns)? {
+                return Ok(None);
+            }
+        }
         let mut sub = None;
         let kind = match st.kind {
             FileType::Socket => {

@@ -234,11 +234,18 @@ fn check_root(entry: &Entry) -> Result<()> {
     Ok(())
 }
 
+/// The opaque-directory xattr of fuse-overlayfs's upper dirs (with `.wh..opq` and
+/// `.wh..wh..opq` files inside the directory, which layer creation skips).
+pub const FUSE_OVERLAYFS_OPAQUE: &str = "user.fuseoverlayfs.opaque";
+
 fn overlay_xattrs(mut entry: Entry, ns: XattrNamespace) -> Result<LayerChange> {
     let mut opaque = false;
     let mut kept = Vec::with_capacity(entry.xattrs.len());
     for (name, value) in std::mem::take(&mut entry.xattrs) {
-        if !ns.is_private(&name) {
+        if name == FUSE_OVERLAYFS_OPAQUE {
+            // fuse-overlayfs (unprivileged) marks opaque directories with its own xattr.
+            opaque |= entry.kind.is_dir() && value == OPAQUE_VALUE;
+        } else if !ns.is_private(&name) {
             kept.push((name, value));
         } else if is_unsupported_private(ns, &name) {
             return Err(Error::UnsupportedOverlayFeature {
@@ -247,7 +254,7 @@ fn overlay_xattrs(mut entry: Entry, ns: XattrNamespace) -> Result<LayerChange> {
             });
         } else if name == ns.opaque_xattr() {
             // "y": opaque. "x" (6.7+: may hold xwhiteouts) and anything else: not opaque.
-            opaque = entry.kind.is_dir() && value == OPAQUE_VALUE;
+            opaque |= entry.kind.is_dir() && value == OPAQUE_VALUE;
         } else if let Some(original) = unescape_overlay_xattr(ns, &name) {
             kept.push((original, value));
         }
