@@ -257,8 +257,18 @@ class Slots {
   }
 }
 
-/** Applies of growing files at once: libuv's pool size (UV_THREADPOOL_SIZE, default 4) − 2. */
-const followSlots = new Slots(Math.max(1, (Number(process.env.UV_THREADPOOL_SIZE) || 4) - 2));
+/** libuv's thread pool size (UV_THREADPOOL_SIZE, default 4). */
+const poolSize = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+/** Applies of growing files at once: the pool size − 2. */
+const followSlots = new Slots(Math.max(1, poolSize - 2));
+
+/**
+ * Whether a layer can be applied while its file is written (`growing`): the apply waits on a
+ * pool thread and the writer needs others, so it takes a libuv pool of at least 3 threads.
+ */
+export function canApplyWhileWriting(): boolean {
+  return poolSize >= 3 && hasNativeEngine();
+}
 
 /**
  * Writes directory `source` as a deterministic layer blob to `out` (staged next to it and

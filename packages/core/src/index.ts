@@ -23,6 +23,7 @@ export {
   applyLayer,
   type CreateLayerOptions,
   type CreateLayerReport,
+  canApplyWhileWriting,
   createLayer,
   type FlattenLayer,
   type FlattenOptions,

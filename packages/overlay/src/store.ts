@@ -32,11 +32,11 @@ import {
   type ApplyLayerOptions,
   appendToFile,
   applyLayer,
+  canApplyWhileWriting,
   Digest,
   GrowingFile,
   Hasher,
   hashFile,
-  hasNativeEngine,
   StevedoreError,
   sha256,
 } from '@stevedore/core';
@@ -418,7 +418,7 @@ export class Store {
             ...(options.onExtract ? { onProgress: (p) => options.onExtract?.({ diffId, bytes: p.compressed }) } : {}),
           };
           const diffDir = path.join(stage, 'diff');
-          if ((await this.hasBlob(layer.digest)) || !hasNativeEngine()) {
+          if ((await this.hasBlob(layer.digest)) || !canApplyWhileWriting()) {
             await applyLayer(await this.putLayerBlob(layer), diffDir, applyOptions);
           } else {
             await this.downloadAndApply(layer, diffDir, applyOptions);
