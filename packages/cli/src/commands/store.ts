@@ -274,7 +274,7 @@ export async function tagCommand(src: string, dst: string, o: StoreOpts, out: Ou
   const store = await openStore(o);
   const image = await findStoredImage(store, src);
   const r = await store.loadImage(image, { tags: [target] });
-  out.data({ source: src, target: target.familiar(), id: r.imageId.toString() }, () => '');
+  if (out.json) out.data({ source: src, target: target.familiar(), id: r.imageId.toString() }, () => '');
   if (!out.json) out.log(`Tagged ${shortId(r.imageId)} as ${target.familiar()}`);
 }
 
@@ -326,7 +326,7 @@ export async function saveCommand(names: string[], o: StoreOpts & { output?: str
     out.log(`Saved ${n} (${image.layers.length} layers)`);
   }
   await sink.close();
-  out.data({ file: path.resolve(o.output), images: saved }, () => '');
+  if (out.json) out.data({ file: path.resolve(o.output), images: saved }, () => '');
 }
 
 export async function loadCommand(o: StoreOpts & { input?: string }, out: Output): Promise<void> {
