@@ -53,7 +53,7 @@ if (layers) {
   const flat = layers.results.filter((r) => r.group !== 'memory');
   const ours = flat.find((r) => r.name === 'stevedore (flatten, verified)' || r.name === 'stevedore (apply, verified)');
   out.push(
-    `**Layer engine** (\`core:bench\`, ${layers.machine}): ${flat[0]?.group}; time, ours ÷ tool (lower is better). Rootfs equal to umoci's: ${layers.rootfsEqualToUmoci}.`,
+    `**Layer engine** (\`core:bench\`, ${layers.machine}${layers.filesystem ? `, outputs on a ${layers.filesystem}` : ''}): ${flat[0]?.group}; time, ours ÷ tool (lower is better). Rootfs equal to umoci's: ${layers.rootfsEqualToUmoci}.`,
     '',
   );
   out.push('| tool | seconds | stevedore flatten ÷ tool | note |', '| --- | --- | --- | --- |');
@@ -98,7 +98,7 @@ const overlay = load('overlay');
 if (overlay) {
   const i = overlay.image;
   out.push(
-    `**Overlay store pull** (\`overlay:bench\`, ${overlay.machine}, docker ${overlay.docker}, ${overlay.skopeo}, load ${overlay.loadAverage.before[0]}→${overlay.loadAverage.after[0]}): ${(i.compressedBytes / 1e6).toFixed(0)} MB gzip, ${i.layers} layers, ${i.files} files, from a loopback registry, best of two; time ÷ docker pull (goal ≤ ${overlay.goal.vsDocker}×) and ÷ skopeo (stretch ≤ ${overlay.goal.stretchVsSkopeo}×), lower is better.`,
+    `**Overlay store pull** (\`overlay:bench\`, ${overlay.machine}${overlay.filesystem ? `, everything on a ${overlay.filesystem}` : ''}, docker ${overlay.docker}, ${overlay.skopeo}, load ${overlay.loadAverage.before[0]}→${overlay.loadAverage.after[0]}): ${(i.compressedBytes / 1e6).toFixed(0)} MB gzip, ${i.layers} layers, ${i.files} files, from a loopback registry, best of two; time ÷ docker pull (goal ≤ ${overlay.goal.vsDocker}×) and ÷ skopeo (stretch ≤ ${overlay.goal.stretchVsSkopeo}×), lower is better.`,
     '',
   );
   out.push('| step | seconds | ÷ docker | ÷ skopeo | CPU s | peak RSS |', '| --- | --- | --- | --- | --- | --- |');
