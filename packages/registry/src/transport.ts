@@ -11,7 +11,12 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rootCertificates } from 'node:tls';
-import { Agent, type Dispatcher, ProxyAgent, request } from 'undici';
+import type { Dispatcher } from 'undici';
+
+let undiciModule: Promise<typeof import('undici')> | undefined;
+/** undici is loaded on the first request: programs (CLI commands) that never talk to a registry start faster. */
+const undici = () => (undiciModule ??= import('undici'));
+
 import { type Credentials, DockerConfig } from './credentials.js';
 import { httpError, parseErrorBody, RegistryError } from './errors.js';
 import { type ProxyResolver, parseProxyUrl, proxyFromEnvironment } from './proxy.js';
@@ -297,7 +302,7 @@ export class Transport {
    * registry's certs.d CAs, no verification only for insecure registries; through a proxy when
    * `proxyFor` says so (https tunnelled with CONNECT, the registry's TLS options kept end to end).
    */
-  private dispatcherFor(h: Host, url: URL, operation = 'connect'): Dispatcher {
+  private async dispatcherFor(h: Host, url: URL, operation = 'connect'): Promise<Dispatcher> {
     const proxy = this.proxyFor(url, { registry: h.name, operation });
     const key = proxy?.href ?? 'direct';
     let d = h.agents.get(key);
@@ -311,6 +316,7 @@ export class Transport {
         ...(cas.length ? { ca: [...tlsRootCertificates(), ...cas] } : {}),
         rejectUnauthorized: !this.isInsecure(h.name),
       };
+      const { Agent, ProxyAgent } = await undici();
       d = proxy
         ? new ProxyAgent({
             uri: proxy.href,
@@ -339,9 +345,9 @@ export class Transport {
   private async probe(h: Host, signal?: AbortSignal): Promise<URL> {
     const https = new URL(`https://${h.name}/`);
     try {
-      const r = await request(new URL('/v2/', https), {
+      const r = await (await undici()).request(new URL('/v2/', https), {
         method: 'GET',
-        dispatcher: this.dispatcherFor(h, https, 'ping'),
+        dispatcher: await this.dispatcherFor(h, https, 'ping'),
         signal,
         headersTimeout: 15_000,
       });
@@ -442,7 +448,7 @@ export class Transport {
     const sendCreds =
       !!creds && !(isPrivateIp(realmHost) && !isPrivateIp(hostOnly(h.name)) && realmHost !== hostOnly(h.name));
     const service = c.params.service;
-    const agent = this.dispatcherFor(h, realm, ctx.operation);
+    const agent = await this.dispatcherFor(h, realm, ctx.operation);
     let res: Dispatcher.ResponseData;
     try {
       if (sendCreds && creds?.identityToken) {
@@ -452,7 +458,7 @@ export class Transport {
         form.set('client_id', 'stevedore');
         if (service) form.set('service', service);
         if (scopes.length) form.set('scope', scopes.join(' '));
-        res = await request(realm, {
+        res = await (await undici()).request(realm, {
           method: 'POST',
           headers: { 'content-type': 'application/x-www-form-urlencoded', 'user-agent': this.userAgent() },
           body: form.toString(),
@@ -468,7 +474,7 @@ export class Transport {
           u.searchParams.set('account', creds.username);
           headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password ?? ''}`).toString('base64')}`;
         }
-        res = await request(u, { method: 'GET', headers, dispatcher: agent, signal });
+        res = await (await undici()).request(u, { method: 'GET', headers, dispatcher: agent, signal });
       }
     } catch (e) {
       if (signal?.aborted) throw abortError(h.name, ctx.operation, signal);
@@ -626,8 +632,8 @@ export class Transport {
         });
       }
       const sameHost = url.host === base.host;
-      const dispatcher = this.dispatcherFor(sameHost ? h : this.host(url.host), url, spec.operation);
-      const r = await request(url, {
+      const dispatcher = await this.dispatcherFor(sameHost ? h : this.host(url.host), url, spec.operation);
+      const r = await (await undici()).request(url, {
         method,
         headers,
         body: bytes
