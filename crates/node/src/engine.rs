@@ -180,6 +180,21 @@ fn report(
     Ok(o)
 }
 
+/// An [`ApplyReport`] as a JS object (the `report` fields and the compression).
+fn apply_report(env: Env, r: &stevedore_fs::ApplyReport) -> JsResult<napi_value> {
+    let o = report(
+        env,
+        &r.digest,
+        &r.diff_id,
+        r.compressed_size,
+        r.uncompressed_size,
+        r.entries,
+        &r.skipped,
+    )?;
+    env.set(o, "compression", env.string(r.compression.name())?)?;
+    Ok(o)
+}
+
 fn io_err(what: &str, path: &std::path::Path, e: std::io::Error) -> JsError {
     JsError::new("ERR_IO", format!("{what} {}: {e}", path.display()))
 }
@@ -349,19 +364,7 @@ pub fn layer_apply(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
             };
             Ok(report)
         },
-        |env, r| {
-            let o = report(
-                env,
-                &r.digest,
-                &r.diff_id,
-                r.compressed_size,
-                r.uncompressed_size,
-                r.entries,
-                &r.skipped,
-            )?;
-            env.set(o, "compression", env.string(r.compression.name())?)?;
-            Ok(o)
-        },
+        |env, r| apply_report(env, &r),
     )
 }
 
@@ -387,19 +390,7 @@ pub fn layer_verify(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
                 |_| {},
             )?)
         },
-        |env, r| {
-            let o = report(
-                env,
-                &r.digest,
-                &r.diff_id,
-                r.compressed_size,
-                r.uncompressed_size,
-                r.entries,
-                &r.skipped,
-            )?;
-            env.set(o, "compression", env.string(r.compression.name())?)?;
-            Ok(o)
-        },
+        |env, r| apply_report(env, &r),
     )
 }
 
@@ -453,17 +444,7 @@ pub fn layer_flatten(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
         |env, reports| {
             let mut items = Vec::with_capacity(reports.len());
             for r in &reports {
-                let o = report(
-                    env,
-                    &r.digest,
-                    &r.diff_id,
-                    r.compressed_size,
-                    r.uncompressed_size,
-                    r.entries,
-                    &r.skipped,
-                )?;
-                env.set(o, "compression", env.string(r.compression.name())?)?;
-                items.push(o);
+                items.push(apply_report(env, r)?);
             }
             env.array(&items)
         },
