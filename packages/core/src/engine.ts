@@ -239,6 +239,44 @@ export async function flattenLayers(
   }
 }
 
+/**
+ * Writes a stream to the open file descriptor `fd` with {@link appendToFile}: chunks are
+ * gathered (not copied) into batches of about 1 MiB, each written — and fed to `hasher` — on a
+ * native pool thread while the next batch arrives; one batch in flight keeps the order. Returns
+ * the bytes written. A failing source or write fails it, after the running write settled.
+ */
+export async function appendStream(
+  fd: number,
+  source: AsyncIterable<Uint8Array>,
+  options: { hasher?: Hasher; growing?: GrowingFile; writeback?: boolean } = {},
+): Promise<number> {
+  const { hasher, growing, writeback } = options;
+  let inflight: Promise<number> | undefined;
+  let size = 0;
+  try {
+    let batch: Uint8Array[] = [];
+    let pending = 0;
+    for await (const c of source) {
+      batch.push(c);
+      pending += c.length;
+      size += c.length;
+      if (pending >= 1 << 20) {
+        await inflight;
+        inflight = appendToFile(fd, batch, hasher, growing, { writeback });
+        batch = [];
+        pending = 0;
+      }
+    }
+    await inflight;
+    inflight = undefined;
+    if (batch.length) await appendToFile(fd, batch, hasher, growing, { writeback });
+    return size;
+  } finally {
+    // Never let the caller close the descriptor under a running write.
+    await inflight?.catch(() => {});
+  }
+}
+
 /** A counting semaphore (FIFO). */
 class Slots {
   private waiting: (() => void)[] = [];

@@ -19,6 +19,7 @@ export { DIGEST_ALGORITHMS } from './backend.js';
 export {
   type ApplyLayerOptions,
   type ApplyLayerReport,
+  appendStream,
   appendToFile,
   applyLayer,
   type CreateLayerOptions,

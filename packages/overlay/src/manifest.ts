@@ -14,33 +14,13 @@
  */
 import { readFile } from 'node:fs/promises';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { type Digest, StevedoreError, scanTree } from '@stevedore/core';
+import { type Digest, StevedoreError, scanTree, type TreeEntry } from '@stevedore/core';
 
 /** The layerdb file holding a layer's manifest. */
 export const DIFF_MANIFEST_FILE = 'stevedore-diff.json.gz';
 
-export interface DiffEntry {
-  /** Relative to the diff dir, `/`-separated. */
-  path: string;
-  type: 'file' | 'directory' | 'symlink' | 'char' | 'block' | 'fifo' | 'socket';
-  mode: number;
-  uid: number;
-  gid: number;
-  /** Bytes of a regular file (0 otherwise). */
-  size: number;
-  /** `seconds.nanoseconds` of the modification time (not of directories). */
-  mtime?: string;
-  /** `sha256:…` of a regular file's content. */
-  sha256?: string;
-  /** Symlink target. */
-  link?: string;
-  /** The first path (in walk order) of the same inode, for hardlinked files. */
-  hardlink?: string;
-  /** `major:minor` of a device. */
-  rdev?: string;
-  /** xattr name → hex value. */
-  xattrs?: Record<string, string>;
-}
+/** One entry of a diff dir, as the core's `scanTree` reports it. */
+export type DiffEntry = TreeEntry;
 
 export interface DiffManifest {
   version: 1;

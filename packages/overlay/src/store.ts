@@ -30,7 +30,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import {
   type ApplyLayerOptions,
-  appendToFile,
+  appendStream,
   applyLayer,
   canApplyWhileWriting,
   Digest,
@@ -531,25 +531,8 @@ export class Store {
       const trusted =
         remote || (self?.digest.equals(layer.digest) && (self.size === undefined || self.size === layer.size));
       const hasher = trusted ? undefined : new Hasher(layer.digest.algorithm);
-      let inflight: Promise<number> | undefined;
-      let size = 0;
       try {
-        let batch: Uint8Array[] = [];
-        let pending = 0;
-        for await (const c of stream) {
-          batch.push(c);
-          pending += c.length;
-          size += c.length;
-          if (pending >= 1 << 20) {
-            await inflight;
-            inflight = appendToFile(fh.fd, batch, hasher, growing);
-            batch = [];
-            pending = 0;
-          }
-        }
-        await inflight;
-        inflight = undefined;
-        if (batch.length) await appendToFile(fh.fd, batch, hasher, growing);
+        const size = await appendStream(fh.fd, stream, { hasher, growing });
         if (size !== layer.size) {
           throw new StevedoreError(
             'ERR_SIZE_MISMATCH',
@@ -561,8 +544,6 @@ export class Store {
       } catch (e) {
         growing.end(false);
         throw e;
-      } finally {
-        await inflight?.catch(() => {});
       }
     })();
     const applying = applyLayer(ingest, diffDir, { ...applyOptions, growing });

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import {
-  appendToFile,
+  appendStream,
   type Digest,
   type DigestAlgorithm,
   Hasher,
@@ -286,43 +286,20 @@ export async function writeStreamToFile(
   return { digest: h?.digest(), size };
 }
 
-/**
- * The native path of {@link writeStreamToFile}: chunks are batched (no copying) and each batch
- * is written and hashed on a native pool thread while the next one arrives — the JS thread
- * only moves network buffers. One batch in flight keeps the order.
- */
+/** The native path of {@link writeStreamToFile}: written and hashed off the JS thread. */
 async function writeNative(
   source: AsyncIterable<Uint8Array>,
   file: string,
   h: Hasher | undefined,
 ): Promise<{ digest: Digest | undefined; size: number }> {
   const fh = await open(file, 'wx', 0o644);
-  let inflight: Promise<number> | undefined;
-  let size = 0;
   try {
-    let batch: Uint8Array[] = [];
-    let pending = 0;
-    for await (const c of source) {
-      batch.push(c);
-      pending += c.length;
-      size += c.length;
-      if (pending >= WRITE_CHUNK) {
-        await inflight;
-        // The blob is fsynced before it is committed: start its writeback as it arrives.
-        inflight = appendToFile(fh.fd, batch, h, undefined, { writeback: true });
-        batch = [];
-        pending = 0;
-      }
-    }
-    await inflight;
-    inflight = undefined;
-    if (batch.length) await appendToFile(fh.fd, batch, h, undefined, { writeback: true });
+    // The blob is fsynced before it is committed: start its writeback as it arrives.
+    const size = await appendStream(fh.fd, source, { hasher: h, writeback: true });
+    return { digest: h?.digest(), size };
   } finally {
-    // Never close the descriptor under a running write.
-    await inflight?.catch(() => {});
     await fh.close();
   }
-  return { digest: h?.digest(), size };
 }
 
 const WRITE_CHUNK = 1 << 20;
