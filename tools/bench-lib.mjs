@@ -2,7 +2,7 @@
 // the core's bench needs no higher package), and the table rows for timed child-process steps.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -84,4 +84,33 @@ export function stepTable({ groupWidth = 6, nameWidth = 46 } = {}) {
     return r;
   };
   return { results, row };
+}
+
+/**
+ * A fresh ext4 filesystem (a sparse image of `size`, loop-mounted at `<base>/mnt`) for a bench's
+ * outputs: on a long-used root filesystem ext4's inode allocator spends much of its time
+ * skipping recently deleted inodes (`recently_deleted`), so file-creation timings depend on what
+ * ran before. Falls back to `base` itself when it cannot mount (not root). `unmount()` also
+ * removes the image.
+ */
+export function freshFilesystem(base, size = '16G') {
+  const img = join(base, 'fs.img');
+  const mnt = join(base, 'mnt');
+  try {
+    execFileSync('truncate', ['-s', size, img]);
+    execFileSync('mkfs.ext4', ['-q', '-F', img], { stdio: 'ignore' });
+    mkdirSync(mnt);
+    execFileSync('mount', ['-o', 'loop', img, mnt], { stdio: 'ignore' });
+    return {
+      dir: mnt,
+      name: 'fresh ext4 (loop)',
+      unmount() {
+        execFileSync('umount', [mnt]);
+        rmSync(img, { force: true });
+      },
+    };
+  } catch {
+    rmSync(img, { force: true });
+    return { dir: base, name: 'temp dir', unmount() {} };
+  }
 }

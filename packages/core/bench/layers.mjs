@@ -21,32 +21,14 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { applyLayer, createLayer, flattenLayers } from '@stevedore/core';
 import * as nodeTar from 'tar';
-import { writeGzipLayout } from '../../../tools/bench-lib.mjs';
+import { freshFilesystem, writeGzipLayout } from '../../../tools/bench-lib.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const outer = mkdtempSync(join(process.env.STEVEDORE_BENCH_DIR ?? tmpdir(), 'stevedore-bench-layers-'));
 const results = [];
 
-/**
- * Every tool writes to a fresh ext4 filesystem (a loop-mounted image): on a long-used root
- * filesystem, ext4's inode allocator spends much of its time skipping recently deleted inodes
- * (`recently_deleted`), which makes file-creation timings depend on what ran before. Falls back
- * to the temp dir when it cannot mount.
- */
-function freshFilesystem() {
-  const img = join(outer, 'fs.img');
-  const mnt = join(outer, 'mnt');
-  try {
-    execFileSync('truncate', ['-s', '16G', img]);
-    execFileSync('mkfs.ext4', ['-q', '-F', img], { stdio: 'ignore' });
-    mkdirSync(mnt);
-    execFileSync('mount', ['-o', 'loop', img, mnt], { stdio: 'ignore' });
-    return { dir: mnt, filesystem: 'fresh ext4 (loop)', unmount: () => execFileSync('umount', [mnt]) };
-  } catch {
-    return { dir: outer, filesystem: 'temp dir', unmount: () => {} };
-  }
-}
-const fsys = freshFilesystem();
+// Every tool writes to a fresh ext4 filesystem (see freshFilesystem in tools/bench-lib.mjs).
+const fsys = freshFilesystem(outer);
 const work = mkdtempSync(join(fsys.dir, 'w-'));
 
 /**
@@ -269,12 +251,12 @@ try {
   writeFileSync(
     join(root, 'build', 'bench', 'layers.json'),
     JSON.stringify(
-      { machine, filesystem: fsys.filesystem, date: new Date().toISOString(), rootfsEqualToUmoci: equal, results },
+      { machine, filesystem: fsys.name, date: new Date().toISOString(), rootfsEqualToUmoci: equal, results },
       null,
       2,
     ),
   );
-  console.log(`machine: ${machine}; outputs on a ${fsys.filesystem}`);
+  console.log(`machine: ${machine}; outputs on a ${fsys.name}`);
 } finally {
   try {
     fsys.unmount();

@@ -36,7 +36,7 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { gzipSync } from 'node:zlib';
-import { stepTable, writeGzipLayout } from '../../../tools/bench-lib.mjs';
+import { freshFilesystem, stepTable, writeGzipLayout } from '../../../tools/bench-lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../../..');
@@ -228,35 +228,12 @@ async function loadHarness() {
   return import(pathToFileURL(join(outDir, 'index.js')).href);
 }
 
-/**
- * Everything (dockerd's data root, our store, the registry's storage, skopeo's output) lives on
- * a fresh ext4 filesystem (a loop-mounted image) when we can mount one: on a long-used root
- * filesystem ext4's inode allocator spends much of its time skipping recently deleted inodes,
- * so file-creation timings depend on what ran before. The harness puts its temp dirs there.
- */
-function freshFilesystem() {
-  const base = mkdtempSync(join(tmpdir(), 'sd-overlay-bench-fs-'));
-  const img = join(base, 'fs.img');
-  const mnt = join(base, 'mnt');
-  try {
-    execFileSync('truncate', ['-s', '24G', img]);
-    execFileSync('mkfs.ext4', ['-q', '-F', img], { stdio: 'ignore' });
-    mkdirSync(mnt);
-    execFileSync('mount', ['-o', 'loop', img, mnt], { stdio: 'ignore' });
-    process.env.STEVEDORE_IT_TMPDIR = mnt;
-    return {
-      name: 'fresh ext4 (loop)',
-      unmount() {
-        execFileSync('umount', [mnt]);
-        rmSync(base, { recursive: true, force: true });
-      },
-    };
-  } catch {
-    rmSync(base, { recursive: true, force: true });
-    return { name: 'temp dir', unmount() {} };
-  }
-}
-const fsys = freshFilesystem();
+// Everything (dockerd's data root, our store, the registry's storage, skopeo's output) lives on
+// a fresh ext4 filesystem (tools/bench-lib.mjs freshFilesystem); the harness puts its temp dirs there.
+const fsysBase = mkdtempSync(join(tmpdir(), 'sd-overlay-bench-fs-'));
+const fsys = freshFilesystem(fsysBase, '24G');
+if (fsys.dir !== fsysBase) process.env.STEVEDORE_IT_TMPDIR = fsys.dir;
+
 const H = await loadHarness();
 const dir = H.makeTempDir('overlay-bench'); // hard-cleaned (kill, unmount, delete) by the harness
 const p = (...f) => join(dir, ...f);
@@ -741,6 +718,7 @@ try {
   }
   try {
     fsys.unmount();
+    rmSync(fsysBase, { recursive: true, force: true });
   } catch (e) {
     console.error(e);
     exitCode = 1;
