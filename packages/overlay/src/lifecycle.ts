@@ -23,7 +23,8 @@ import { listContainers } from './containers.js';
 import { exists, writeFileAtomic } from './fsutil.js';
 import { withLock } from './lock.js';
 import { compareDiff, DIFF_MANIFEST_FILE, type DiffEntry, readDiffManifest, walkDiff } from './manifest.js';
-import type { LoadResult, Store } from './store.js';
+import { storeMounts } from './mount.js';
+import type { LoadResult, Store, StoredLayer } from './store.js';
 
 async function* verified(file: string, digest: Digest, size: number): AsyncIterable<Uint8Array> {
   const h = new Hasher(digest.algorithm);
@@ -160,10 +161,11 @@ export async function commit(
   }
 }
 
-/** Image ids and the chain IDs they use, from imagedb. */
-async function usedChains(store: Store): Promise<Set<string>> {
+/** The chain IDs the stored images (but `except`) use, from imagedb. */
+async function usedChains(store: Store, except?: Digest): Promise<Set<string>> {
   const used = new Set<string>();
   for (const id of await store.imageIds()) {
+    if (except?.equals(id)) continue;
     const raw = new Uint8Array(await readFile(path.join(store.imagedb, 'content', 'sha256', id.hex)));
     for (const c of chainIds(parseConfig(raw).rootfs.diff_ids)) used.add(c.hex);
   }
@@ -201,27 +203,51 @@ export async function rmi(
       if (Object.keys(entries).length === 0) delete repos.Repositories[name];
     }
     const stillTagged = Object.values(repos.Repositories).some((e) => Object.values(e).includes(id.toString()));
+    // What deleting the image would release: its layers from the top down to the first one that
+    // another image or a container layer still uses.
+    const release: StoredLayer[] = [];
+    if (!stillTagged) {
+      const raw = new Uint8Array(await readFile(path.join(store.imagedb, 'content', 'sha256', id.hex)));
+      const used = await usedChains(store, id);
+      const containerLowers = await containerLowerLinks(store);
+      for (const c of [...chainIds(parseConfig(raw).rootfs.diff_ids)].reverse()) {
+        if (used.has(c.hex)) break; // a shared prefix: everything below is used too
+        const l = await store.layer(c);
+        if (!l) continue;
+        if (containerLowers.has(l.link)) break; // a container layer still sits on it
+        release.push(l);
+      }
+      // Deleting a layer under an active mount would empty the mounted tree: refuse, as docker
+      // refuses to remove an image a container uses. (Read-only fuse-overlayfs mounts do not
+      // show their layers in mountinfo and cannot be seen here.)
+      const mounted = new Map<string, string[]>();
+      for (const m of storeMounts(store)) {
+        for (const dir of (m.lowerdir ?? '').split(':')) {
+          const link = path.basename(dir);
+          mounted.set(link, [...(mounted.get(link) ?? []), m.target]);
+        }
+      }
+      const targets = [...new Set(release.flatMap((l) => mounted.get(l.link) ?? []))];
+      if (targets.length) {
+        throw new StevedoreError(
+          'ERR_IMAGE_MOUNTED',
+          `cannot remove ${nameOrId}: image ${id.hex.slice(0, 12)} is mounted at ${targets.join(', ')} (umount it first)`,
+        );
+      }
+    }
     await writeFileAtomic(path.join(store.imageRoot, 'repositories.json'), JSON.stringify(repos));
     if (stillTagged) return;
-    const raw = new Uint8Array(await readFile(path.join(store.imagedb, 'content', 'sha256', id.hex)));
-    const chains = chainIds(parseConfig(raw).rootfs.diff_ids);
     await rm(path.join(store.imagedb, 'content', 'sha256', id.hex), { force: true });
     await rm(path.join(store.imagedb, 'metadata', 'sha256', id.hex), { recursive: true, force: true });
     await rm(path.join(store.root, 'content', 'images', 'sha256', id.hex), { force: true });
     deleted.push(id.toString());
-    const used = await usedChains(store);
-    const containerLowers = await containerLowerLinks(store);
-    for (const c of [...chains].reverse()) {
-      if (used.has(c.hex)) break; // a shared prefix: everything below is used too
-      const l = await store.layer(c);
-      if (!l) continue;
-      if (containerLowers.has(l.link)) break; // a container layer still sits on it
+    for (const l of release) {
       // Hide the layerdb entry first (rename), then delete the data.
-      const gone = path.join(store.layerdb, 'tmp', `${process.pid}-remove-${c.hex}`);
-      await rename(path.join(store.layerdb, 'sha256', c.hex), gone);
+      const gone = path.join(store.layerdb, 'tmp', `${process.pid}-remove-${l.chainId.hex}`);
+      await rename(path.join(store.layerdb, 'sha256', l.chainId.hex), gone);
       await store.removeLayerDir(l.cacheId);
       await rm(gone, { recursive: true, force: true });
-      layers.push(c.toString());
+      layers.push(l.chainId.toString());
     }
   });
   return { untagged, deleted, layers };

@@ -72,6 +72,25 @@ describe.skipIf(!isRoot)('image lifecycle on the store', () => {
     expect(await fsck(store)).toEqual([]);
   });
 
+  it('rmi refuses an image whose layers are under an active mount, and leaves everything as it was', async () => {
+    const target = path.join(work, 'held');
+    await mount(store, 'life:committed', target);
+    mounted.push(target);
+    const before = walkTree(target);
+    const id = (await store.image('life:committed')).id.toString();
+    // Its top layer is its own (the rest is shared with life:1): deleting it would empty the
+    // mounted tree, so the rmi is refused, naming the mount, and nothing changes.
+    await expect(rmi(store, 'life:committed')).rejects.toMatchObject({
+      code: 'ERR_IMAGE_MOUNTED',
+      message: expect.stringContaining(target),
+    });
+    expect((await store.image('life:committed')).id.toString()).toBe(id);
+    expect(asObject(walkTree(target))).toEqual(asObject(before));
+    expect(await fsck(store)).toEqual([]);
+    await umount(target);
+    mounted.pop();
+  });
+
   it('rmi releases only unshared layers; prune drops unreferenced blobs; fsck finds damage', async () => {
     const layersBefore = readdirSync(path.join(store.layerdb, 'sha256')).length;
     const r = await rmi(store, 'life:committed');
