@@ -16,12 +16,15 @@ import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Digest, Hasher, HashFeed } from '@stevedore/core';
 import {
+  baseMediaType,
   type Descriptor,
   DOCKER_MANIFEST,
   DOCKER_MANIFEST_LIST,
   DOCKER_SCHEMA1_MANIFEST,
   DOCKER_SCHEMA1_MANIFEST_SIGNED,
+  ImageFormatError,
   isImageIndex,
+  isSchema1,
   type Manifest,
   OCI_INDEX,
   OCI_MANIFEST,
@@ -96,9 +99,30 @@ export const MANIFEST_ACCEPT = [
   `${DOCKER_SCHEMA1_MANIFEST};q=0.1`,
 ].join(', ');
 
+/** Content-Types some registries serve manifests with, which do not tell the kind. */
+const GENERIC_TYPES = new Set(['application/json', 'text/plain', 'application/octet-stream']);
+
 const pullScope = (r: Repo) => `repository:${r.repository}:pull`;
 const pushScope = (r: Repo) => `repository:${r.repository}:pull,push`;
 const enc = (repository: string) => repository.split('/').map(encodeURIComponent).join('/');
+
+/**
+ * What names a schema 1 manifest, for messages: its media type (document, else transport),
+ * else `schemaVersion 1`; undefined when `raw` is not one. Only for errors: nothing is trusted.
+ */
+function schema1Of(raw: Uint8Array, contentType: string | undefined): string | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (!v || typeof v !== 'object' || (v as { schemaVersion?: unknown }).schemaVersion !== 1) return undefined;
+  const declared = (v as { mediaType?: unknown }).mediaType;
+  if (typeof declared === 'string' && isSchema1(declared)) return baseMediaType(declared);
+  const served = contentType ? baseMediaType(contentType) : '';
+  return `schemaVersion 1${served ? `, served as ${served}` : ''}`;
+}
 
 /** Parses `Content-Range: bytes a-b/total` (total may be `*`). */
 function contentRange(v: string | undefined): { start: number; end: number; total: number | undefined } | undefined {
@@ -152,33 +176,61 @@ export class RegistryClient {
     const contentType = header(res, 'content-type');
     const headerDigest = header(res, 'docker-content-digest');
     const raw = await readBody(res, this.maxManifest, 'manifest', this.ctx(ref, op));
+    // Schema 1 first: its digest is of the payload without the JWS signatures, so the digest
+    // checks below would report a mismatch instead of what is wrong.
+    if (isSchema1(contentType)) throw this.schema1Error(ref, op, baseMediaType(contentType!));
     const algorithm = ref.digest?.algorithm ?? 'sha256';
     const digest = new Hasher(algorithm).update(raw).digest();
-    if (ref.digest && !digest.equals(ref.digest)) {
-      throw new RegistryError(
-        'ERR_DIGEST_MISMATCH',
-        `manifest: digest mismatch (expected ${ref.digest}, got ${digest})`,
-        this.ctx(ref, op),
-      );
-    }
+    const mismatch = (what: string) => {
+      const schema1 = schema1Of(raw, contentType);
+      if (schema1) return this.schema1Error(ref, op, schema1);
+      return new RegistryError('ERR_DIGEST_MISMATCH', `manifest: digest mismatch (${what})`, this.ctx(ref, op));
+    };
+    if (ref.digest && !digest.equals(ref.digest)) throw mismatch(`expected ${ref.digest}, got ${digest}`);
     if (headerDigest) {
       let hd: Digest | undefined;
       try {
         hd = Digest.parse(headerDigest);
       } catch {}
-      if (hd && hd.algorithm === algorithm && !hd.equals(digest)) {
-        throw new RegistryError(
-          'ERR_DIGEST_MISMATCH',
-          `manifest: digest mismatch (Docker-Content-Digest says ${hd}, the bytes are ${digest})`,
-          this.ctx(ref, op),
-        );
-      }
+      if (hd && hd.algorithm === algorithm && !hd.equals(digest))
+        throw mismatch(`Docker-Content-Digest says ${hd}, the bytes are ${digest}`);
     }
-    const manifest = parseManifest(raw, contentType, { maxBytes: this.maxManifest });
+    let manifest: Manifest;
+    try {
+      // a generic Content-Type (application/json, text/plain, application/octet-stream, none):
+      // the kind comes from the body (its mediaType, else manifests[] vs config/layers)
+      manifest = parseManifest(raw, contentType, { maxBytes: this.maxManifest });
+    } catch (e) {
+      if (!(e instanceof ImageFormatError)) throw e;
+      if (e.code === 'ERR_MANIFEST_SCHEMA1')
+        throw this.schema1Error(ref, op, schema1Of(raw, contentType) ?? 'schemaVersion 1');
+      throw new RegistryError(e.code, `${e.message}${contentType ? ` (served as ${contentType})` : ''}`, {
+        ...this.ctx(ref, op),
+        cause: e,
+      });
+    }
     return { digest, mediaType: manifest.mediaType, raw, manifest };
   }
 
-  /** HEAD of a manifest: its digest, media type and size, or undefined when the registry does not have it. */
+  /** `op` names the reference (`pull <ref>`). */
+  private schema1Error(ref: Reference, op: string, what: string): RegistryError {
+    return new RegistryError(
+      'ERR_MANIFEST_SCHEMA1',
+      `the manifest is Docker schema 1 (${what}), deprecated and not supported (it has no image config to verify the layers against)`,
+      {
+        ...this.ctx(ref, op),
+        hint:
+          'push the image again with a current docker, buildx or podman (or convert it: `skopeo copy --format v2s2`) ' +
+          'to get a schema 2 or OCI manifest',
+      },
+    );
+  }
+
+  /**
+   * HEAD of a manifest: its digest, media type and size (each undefined when the registry does not
+   * say: no `Docker-Content-Digest` on a tag, a generic Content-Type, no Content-Length), or
+   * undefined when the registry does not have it.
+   */
   async headManifest(
     ref: Reference,
     o: CallOptions = {},
@@ -196,10 +248,13 @@ export class RegistryClient {
     if (res.status === 404) return undefined;
     if (res.status !== 200) throw (await failFor(res, this.ctx(ref, op)).catch((e) => e)) as Error;
     const d = header(res, 'docker-content-digest');
-    const size = Number(header(res, 'content-length'));
+    const length = header(res, 'content-length');
+    const size = length === undefined ? Number.NaN : Number(length);
+    const contentType = header(res, 'content-type');
     return {
       digest: d ? Digest.parse(d) : ref.digest,
-      mediaType: header(res, 'content-type'),
+      // a generic type (application/json, text/plain, application/octet-stream) says nothing: only the body would
+      mediaType: contentType && !GENERIC_TYPES.has(baseMediaType(contentType)) ? contentType : undefined,
       size: Number.isFinite(size) ? size : undefined,
     };
   }
@@ -310,7 +365,9 @@ export class RegistryClient {
 
   /**
    * Streams a blob, verified: fails at the end on a size or digest mismatch and never yields more
-   * than `size` bytes. A dropped connection is resumed with `Range: bytes=N-(size-1)`.
+   * than `size` bytes. A dropped connection is resumed with `Range: bytes=N-(size-1)` when the
+   * server advertised `Accept-Ranges: bytes`, else (and after a 416) restarted from zero, the
+   * bytes already read checked against the new response.
    * `resume` continues an earlier partial read: its hasher has hashed the first `offset` bytes.
    */
   async *fetchBlob(
@@ -330,10 +387,13 @@ export class RegistryClient {
     let offset = o.resume?.offset ?? 0;
     let resumes = 0;
     let noRange = false;
+    // whether the server takes ranges: from the last full response's `Accept-Ranges` (unknown
+    // before the first response: a resumed partial file asks with Range; a 200 is handled anyway)
+    let ranges = true;
     try {
       while (offset < size || offset === 0) {
         const headers: Record<string, string> = {};
-        if (offset > 0 && !noRange) headers.range = `bytes=${offset}-${size - 1}`;
+        if (offset > 0 && ranges && !noRange) headers.range = `bytes=${offset}-${size - 1}`;
         noRange = false;
         const res = await this.send(repo, {
           method: 'GET',
@@ -355,7 +415,14 @@ export class RegistryClient {
             noRange = true;
             continue;
           }
+        } else if (res.status === 416 && headers.range) {
+          // the server will not serve that range after all: restart from zero
+          await dump(res);
+          ranges = false;
+          continue;
         } else if (res.status === 200) {
+          // a server that does not advertise ranges is not asked for one: a drop restarts from zero
+          ranges = /\bbytes\b/i.test(header(res, 'accept-ranges') ?? '');
           if (offset > 0) {
             skip = offset;
             if (feed) {

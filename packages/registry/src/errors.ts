@@ -80,12 +80,13 @@ export function parseErrorBody(text: string): RegistryErrorDetail[] {
   }
 }
 
-/** The error for an HTTP status the caller did not expect. */
+/** The error for an HTTP status the caller did not expect; `detail` follows the status's wording. */
 export function httpError(
   status: number,
   errors: RegistryErrorDetail[],
-  init: Omit<RegistryErrorInit, 'status' | 'errors'>,
+  init: Omit<RegistryErrorInit, 'status' | 'errors'> & { detail?: string | undefined },
 ): RegistryError {
+  const { detail, ...rest } = init;
   const code =
     status === 401
       ? 'ERR_REGISTRY_UNAUTHORIZED'
@@ -106,11 +107,16 @@ export function httpError(
           : status === 429
             ? 'too many requests'
             : 'unexpected response';
-  let hint = init.hint;
+  let hint = rest.hint;
   if (!hint && (status === 401 || errors.some((e) => e.code === 'UNAUTHORIZED'))) {
-    hint = `run \`stevedore login ${init.registry}\``;
+    hint = `run \`stevedore login ${rest.registry}\``;
   } else if (!hint && status === 403) {
-    hint = `check that your account may access ${init.repository ?? 'this repository'} (stevedore login ${init.registry})`;
+    hint = `check that your account may access ${rest.repository ?? 'this repository'} (stevedore login ${rest.registry})`;
   }
-  return new RegistryError(code, what, { ...init, status, errors, hint });
+  return new RegistryError(code, detail ? `${what}${detail.startsWith(' ') ? '' : ': '}${detail}` : what, {
+    ...rest,
+    status,
+    errors,
+    hint,
+  });
 }

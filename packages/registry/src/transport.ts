@@ -84,6 +84,8 @@ export interface Response {
   headers: Record<string, string | string[] | undefined>;
   /** The final URL (after redirects). */
   url: URL;
+  /** True when a redirect led off the registry's origin (cloud storage): `url` is not the registry. */
+  crossOrigin?: boolean;
   body: Dispatcher.ResponseData['body'];
   /** Frees the concurrency slot; call once the body is consumed (done by `text`/`bytes`/`dump`). */
   release(): void;
@@ -138,13 +140,45 @@ interface ErrCtx {
   operation: string;
 }
 
-/** Throws the registry's error for an unexpected status (reads ≤ 64 KiB of the error body). */
+/**
+ * Throws the registry's error for an unexpected status (reads ≤ 64 KiB of the error body). A
+ * response from a redirect target (cloud storage) is named by its origin and path (never its
+ * query: a presigned URL's query is a credential); a 401/403 whose challenge says
+ * `insufficient_scope` names the scope the registry asked for.
+ */
 export async function failFor(res: Response, ctx: ErrCtx, hint?: string): Promise<never> {
   let text = '';
   try {
     text = Buffer.from(await readBody(res, LIMIT_64K, 'error body', ctx)).toString('utf8');
   } catch {}
-  throw httpError(res.status, parseErrorBody(text), { ...ctx, hint });
+  let detail: string | undefined;
+  if (res.crossOrigin) {
+    detail = ` from ${redacted(res.url)}, where the registry redirected`;
+    hint ??=
+      res.status === 401 || res.status === 403
+        ? 'the redirect target refused the request (an expired or invalid presigned URL?); credentials are never sent there'
+        : undefined;
+  } else if (res.status === 401 || res.status === 403) {
+    const challenge = parseWwwAuthenticate(res.headers['www-authenticate'] as string | string[] | undefined).find(
+      (c) => c.params.error === 'insufficient_scope',
+    );
+    if (challenge) {
+      const scope = challenge.params.scope;
+      detail = scope
+        ? `insufficient_scope: the token does not grant ${splitScopes(scope).join(' ')}`
+        : 'insufficient_scope: the token does not grant the access this request needs';
+    }
+  }
+  throw httpError(res.status, parseErrorBody(text), { ...ctx, hint, detail });
+}
+
+/**
+ * The host serving the API of a registry as references name it: Docker Hub (`docker.io`) is
+ * served at `registry-1.docker.io`, as docker's DefaultV2Registry (credentials stay keyed by
+ * `docker.io`, see `serverAddress`); every other registry at its own name.
+ */
+export function apiHost(registry: string): string {
+  return registry === 'docker.io' ? 'registry-1.docker.io' : registry;
 }
 
 export function isLoopbackHost(host: string): boolean {
@@ -240,6 +274,15 @@ class Host {
 }
 
 const RETRY_STATUS = new Set([408, 429, 500, 502, 503, 504]);
+/** docker's `minimumTokenLifetimeSeconds`. */
+const MIN_TOKEN_SECONDS = 60;
+/** Redirects followed per request (Go's http client stops after 10 too). */
+const MAX_REDIRECTS = 10;
+
+/** A URL for messages: origin and path, without the query (a presigned URL's query is a credential). */
+function redacted(u: URL): string {
+  return `${u.origin}${u.pathname}`;
+}
 
 /** The transport every registry operation goes through. */
 export class Transport {
@@ -343,7 +386,8 @@ export class Transport {
   }
 
   private async probe(h: Host, signal?: AbortSignal): Promise<URL> {
-    const https = new URL(`https://${h.name}/`);
+    const host = apiHost(h.name);
+    const https = new URL(`https://${host}/`);
     try {
       const r = await (await undici()).request(new URL('/v2/', https), {
         method: 'GET',
@@ -359,7 +403,7 @@ export class Transport {
       if (!this.allowsHttp(h.name) || isTlsVerifyError(e)) {
         throw new RegistryError(
           isTlsVerifyError(e) ? 'ERR_REGISTRY_TLS' : 'ERR_REGISTRY_NETWORK',
-          `cannot reach https://${h.name}: ${(e as Error).message}`,
+          `cannot reach https://${host}: ${(e as Error).message}`,
           {
             registry: h.name,
             operation: 'ping',
@@ -370,7 +414,7 @@ export class Transport {
           },
         );
       }
-      return new URL(`http://${h.name}/`);
+      return new URL(`http://${host}/`);
     }
   }
 
@@ -507,10 +551,18 @@ export class Transport {
     } catch {
       throw new RegistryError('ERR_REGISTRY_AUTH', 'token response is not JSON', ctx);
     }
-    const token = typeof v.token === 'string' ? v.token : typeof v.access_token === 'string' ? v.access_token : '';
-    if (!token) throw new RegistryError('ERR_REGISTRY_AUTH', 'token response has no token', ctx);
+    // docker: `access_token` (OAuth2) when set, else `token`; either may be missing or empty
+    const str = (x: unknown) => (typeof x === 'string' ? x : '');
+    const token = str(v.access_token) || str(v.token);
+    if (!token)
+      throw new RegistryError(
+        'ERR_REGISTRY_AUTH',
+        `token response from ${redacted(realm)} has neither "token" nor "access_token"`,
+        ctx,
+      );
     if (creds && typeof v.refresh_token === 'string' && v.refresh_token) creds.identityToken = v.refresh_token;
-    const ttl = typeof v.expires_in === 'number' && v.expires_in > 0 ? v.expires_in : 60;
+    // docker's minimum token lifetime: a missing, zero or shorter expires_in counts as 60 s
+    const ttl = typeof v.expires_in === 'number' && v.expires_in > MIN_TOKEN_SECONDS ? v.expires_in : MIN_TOKEN_SECONDS;
     // refresh a little early
     return { token, expires: Date.now() + Math.max(1, ttl - Math.min(10, ttl / 4)) * 1000 };
   }
@@ -521,10 +573,11 @@ export class Transport {
 
   /** Backoff for attempt n (0-based): full jitter over base·2ⁿ, or the registry's Retry-After. */
   delayFor(attempt: number, retryAfter?: string): number {
-    if (retryAfter) {
-      const secs = Number(retryAfter);
-      let ms = Number.isFinite(secs) ? secs * 1000 : Date.parse(retryAfter) - Date.now();
-      if (!Number.isFinite(ms) || ms < 0) ms = 0;
+    // Retry-After: delay-seconds or an HTTP-date (RFC 9110 10.2.3); anything else is ignored
+    const secs = retryAfter && /^\s*\d+\s*$/.test(retryAfter) ? Number(retryAfter) : undefined;
+    const date = retryAfter && secs === undefined ? Date.parse(retryAfter) : Number.NaN;
+    if (secs !== undefined || Number.isFinite(date)) {
+      const ms = secs !== undefined ? secs * 1000 : Math.max(0, date - Date.now());
       return Math.min(ms, this.retry.maxDelayMs);
     }
     const cap = Math.min(this.retry.maxDelayMs, this.retry.baseDelayMs * 2 ** attempt);
@@ -569,7 +622,9 @@ export class Transport {
         });
         continue;
       }
-      if (res.status === 401 && !authRetried) {
+      // a challenge counts only from the registry itself: a redirect target (cloud storage, a
+      // CDN) answering 401 with `Bearer realm=<its own>` must not get a token fetched with our credentials
+      if (res.status === 401 && !authRetried && !res.crossOrigin) {
         const challenges = parseWwwAuthenticate(res.headers['www-authenticate'] as string | string[] | undefined);
         const c = challenges.find((x) => x.scheme === 'bearer') ?? challenges.find((x) => x.scheme === 'basic');
         if (c) {
@@ -620,7 +675,7 @@ export class Transport {
     }
     let method = spec.method;
     let body = spec.body;
-    for (let hop = 0; hop < 10; hop++) {
+    for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
       const headers: Record<string, string> = { 'user-agent': this.userAgent(), ...(spec.headers ?? {}) };
       if (auth && url.origin === base.origin) headers.authorization = auth;
       const bytes = body instanceof Uint8Array ? body : undefined;
@@ -646,6 +701,14 @@ export class Transport {
       });
       const loc = r.headers.location;
       if ([301, 302, 303, 307, 308].includes(r.statusCode) && typeof loc === 'string') {
+        if (hop === MAX_REDIRECTS) {
+          await r.body.dump({ limit: LIMIT_64K }).catch(() => {});
+          throw new RegistryError(
+            'ERR_REGISTRY_PROTOCOL',
+            `too many redirects (more than ${MAX_REDIRECTS}; the last from ${redacted(url)} to ${redacted(new URL(loc, url))})`,
+            { registry: h.name, repository: spec.repository, operation: spec.operation },
+          );
+        }
         await r.body.dump({ limit: LIMIT_64K }).catch(() => {});
         const next = new URL(loc, url);
         if (next.protocol !== 'https:' && next.protocol !== 'http:')
@@ -666,7 +729,14 @@ export class Transport {
         url = next;
         continue;
       }
-      return { status: r.statusCode, headers: r.headers, url, body: r.body, release };
+      return {
+        status: r.statusCode,
+        headers: r.headers,
+        url,
+        body: r.body,
+        release,
+        crossOrigin: url.origin !== base.origin,
+      };
     }
     throw new RegistryError('ERR_REGISTRY_PROTOCOL', 'too many redirects', {
       registry: h.name,

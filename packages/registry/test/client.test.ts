@@ -296,6 +296,31 @@ describe('token auth against a fake token server', () => {
     }
   });
 
+  it('Docker Hub (docker.io) is reached at registry-1.docker.io, as docker does', async () => {
+    // a forward proxy that records where the CONNECT tunnel should go, then refuses it (no internet here)
+    const targets: string[] = [];
+    const proxy = http.createServer();
+    proxy.on('connect', (req, socket) => {
+      targets.push(req.url ?? '');
+      socket.end('HTTP/1.1 502 Bad Gateway\r\n\r\n');
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const c = new RegistryClient({
+      credentials: false,
+      proxy: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+      retry: { retries: 0 },
+    });
+    try {
+      const e = await c.getManifest(parseReference('busybox:latest')).catch((x) => x as RegistryError);
+      expect(e).toBeInstanceOf(RegistryError);
+      expect((e as RegistryError).message).toContain('https://registry-1.docker.io');
+      expect(targets).toEqual(['registry-1.docker.io:443']);
+    } finally {
+      await c.close();
+      await new Promise((r) => proxy.close(r));
+    }
+  });
+
   it('refuses a plain-HTTP token realm for a registry that is not insecure or loopback', async () => {
     const { Transport } = await import('../src/transport.js');
     const t = new Transport({ credentials: false });

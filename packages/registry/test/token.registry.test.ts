@@ -1,24 +1,21 @@
 // Token auth (the distribution token spec) against the real registry (`docker-registry`, CNCF
 // distribution 2.8): the registry is configured with `auth.token` and a self-signed RSA
-// certificate (made with the openssl CLI); a small token server in this file (node:http on
+// certificate (made with the openssl CLI); the token server of ./token-server.ts (node:http on
 // 127.0.0.1) signs RS256 JWTs carrying the certificate in `x5c` and grants only what a user may
 // have: "alice" may pull and push `alice/*`, "admin" everything, anonymous may pull `public/*`.
 // Everything goes through `RegistryClient`. Only loopback addresses.
 // Skips when the registry binary is missing, unless STEVEDORE_REQUIRE_DOCKER=1.
 
-import { execFileSync } from 'node:child_process';
-import { createPrivateKey, createSign, randomBytes, X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { sha256 } from '@stevedore/core';
 import { copyImage, OciLayoutReader, ociLayoutSink, parseReference } from '@stevedore/image';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bins, cleanupAll, installExitHooks, type Registry, startRegistry } from '../../../test/harness/index.js';
+import { bins, cleanupAll, installExitHooks, type Registry } from '../../../test/harness/index.js';
 import { pullImage, RegistryClient, RegistryError, registrySink } from '../src/index.js';
 import { busyboxImage, collect, type FaultProxy, layerTar, memImage, startProxy } from './fixtures.js';
+import { b64url, SERVICE, startTokenRegistry, type TokenServer, USERS } from './token-server.js';
 
 const canRun = existsSync(bins.registry) && existsSync(bins.openssl);
 const required = process.env.STEVEDORE_REQUIRE_DOCKER === '1';
@@ -31,116 +28,6 @@ afterAll(async () => {
 it.runIf(required && !canRun)('STEVEDORE_REQUIRE_DOCKER=1 but the registry or openssl binary is missing', () => {
   expect.fail(`need ${bins.registry} and ${bins.openssl}`);
 });
-
-const SERVICE = 'stevedore-test';
-const ISSUER = 'stevedore-test-issuer';
-const USERS: Record<string, string> = { alice: 'alice-secret', admin: 'admin-secret' };
-
-interface Access {
-  type: string;
-  name: string;
-  actions: string[];
-}
-
-interface TokenRequest {
-  /** The authenticated user, '' when anonymous. */
-  user: string;
-  service: string | null;
-  account: string | null;
-  /** The requested scopes, as sent (each `scope` parameter split on spaces). */
-  scopes: string[];
-  granted: Access[];
-}
-
-/** What `user` may do on `type:name` (the intersection with `wanted` is granted). */
-function allowed(user: string, type: string, name: string): string[] {
-  if (type !== 'repository') return [];
-  if (user === 'admin') return ['pull', 'push', 'delete'];
-  if (user === 'alice' && name.startsWith('alice/')) return ['pull', 'push'];
-  if (name.startsWith('public/')) return ['pull'];
-  return [];
-}
-
-/** `repository:name:a,b` → {type, name, actions}; names carry no ':' (tags are not part of a scope). */
-function parseScope(s: string): Access | undefined {
-  const first = s.indexOf(':');
-  const last = s.lastIndexOf(':');
-  if (first <= 0 || last <= first) return undefined;
-  return { type: s.slice(0, first), name: s.slice(first + 1, last), actions: s.slice(last + 1).split(',') };
-}
-
-const b64url = (b: Buffer | string) => Buffer.from(b).toString('base64url');
-
-interface TokenServer {
-  url: string;
-  requests: TokenRequest[];
-  close(): Promise<void>;
-}
-
-/** The token service: GET /token?service=…&scope=… with optional Basic auth. */
-async function startTokenServer(keyPem: string, certPem: string): Promise<TokenServer> {
-  const key = createPrivateKey(keyPem);
-  const x5c = [new X509Certificate(certPem).raw.toString('base64')];
-  const requests: TokenRequest[] = [];
-  const server = http.createServer((req, res) => {
-    const u = new URL(req.url ?? '/', 'http://127.0.0.1');
-    const json = (status: number, body: unknown) => {
-      res.writeHead(status, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(body));
-    };
-    if (req.method !== 'GET' || u.pathname !== '/token') return json(404, { errors: [{ code: 'NOT_FOUND' }] });
-    let user = '';
-    const authz = req.headers.authorization;
-    if (authz) {
-      const m = /^Basic (.+)$/i.exec(authz);
-      const decoded = m ? Buffer.from(m[1]!, 'base64').toString('utf8') : '';
-      const colon = decoded.indexOf(':');
-      const name = decoded.slice(0, colon);
-      if (colon < 0 || USERS[name] === undefined || USERS[name] !== decoded.slice(colon + 1)) {
-        return json(401, { errors: [{ code: 'UNAUTHORIZED', message: 'invalid username or password' }] });
-      }
-      user = name;
-    }
-    const service = u.searchParams.get('service');
-    const scopes = u.searchParams.getAll('scope').flatMap((s) => s.split(' ').filter(Boolean));
-    const granted: Access[] = [];
-    for (const s of scopes) {
-      const a = parseScope(s);
-      if (!a) continue;
-      const may = allowed(user, a.type, a.name);
-      const actions = a.actions.filter((x) => may.includes(x));
-      if (actions.length) granted.push({ type: a.type, name: a.name, actions });
-    }
-    requests.push({ user, service, account: u.searchParams.get('account'), scopes, granted });
-    const now = Math.floor(Date.now() / 1000);
-    const header = { typ: 'JWT', alg: 'RS256', x5c };
-    const claims = {
-      iss: ISSUER,
-      sub: user,
-      aud: service ?? SERVICE,
-      exp: now + 300,
-      nbf: now - 10,
-      iat: now,
-      jti: randomBytes(12).toString('hex'),
-      access: granted,
-    };
-    const signingInput = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
-    const signature = createSign('RSA-SHA256').update(signingInput).sign(key);
-    const token = `${signingInput}.${b64url(signature)}`;
-    json(200, { token, access_token: token, expires_in: 300, issued_at: new Date(now * 1000).toISOString() });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as AddressInfo).port;
-  return {
-    url: `http://127.0.0.1:${port}/token`,
-    requests,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
-}
 
 const work = mkdtempSync(path.join(tmpdir(), 'sd-registry-token-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -157,20 +44,7 @@ describe.skipIf(!canRun)('token auth (distribution token spec) against the real 
   const scopeSets = (from = 0) => tokens.requests.slice(from).map((r) => [...r.scopes].sort().join(' '));
 
   beforeAll(async () => {
-    // The signing key and its self-signed certificate (the registry's rootcertbundle).
-    const keyPath = path.join(work, 'token.key');
-    const certPath = path.join(work, 'token.crt');
-    // biome-ignore format: flag/value pairs
-    execFileSync(bins.openssl, [
-      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-days', '2',
-      '-subj', '/CN=stevedore-test-token-signer', '-keyout', keyPath, '-out', certPath,
-    ], { stdio: 'pipe' });
-    tokens = await startTokenServer(readFileSync(keyPath, 'utf8'), readFileSync(certPath, 'utf8'));
-    reg = await startRegistry({
-      config: {
-        auth: { token: { realm: tokens.url, service: SERVICE, issuer: ISSUER, rootcertbundle: certPath } },
-      },
-    });
+    ({ reg, tokens } = await startTokenRegistry(work));
     proxy = await startProxy(reg.url);
     // Seed public/hello as admin.
     const c = new RegistryClient({ ...fast, credentials: asUser('admin') });
