@@ -17,19 +17,40 @@
  *
  * For a legacy archive the manifest is synthesized: an OCI image manifest whose config
  * descriptor has the config's digest and whose layer descriptors have the digest and size of
- * each `layer.tar` as stored (media type `…layer.v1.tar` for plain tar, `+gzip` for gzip).
- * For plain layers `digest == diffId`. For a Docker 25+ archive, the manifest stored in the
- * OCI layout is used when one matches the entry's config.
+ * each `layer.tar` as stored (media type `…layer.v1.tar` for plain tar, `+gzip`/`+zstd` by the
+ * blob's magic). For plain layers `digest == diffId`. For a Docker 25+ archive, the manifest
+ * stored in the OCI layout is used when one matches the entry's config; it must name the same
+ * layer blobs as manifest.json (else ERR_ARCHIVE_FORMAT). An image without an index.json entry
+ * (saved by ID) and Docker 25.0.0's OCI manifests without layers (moby#47065) are read from
+ * manifest.json alone, as `docker load` reads them. Tags match in familiar or full form
+ * (`x:1` = `docker.io/library/x:1`).
  */
-import { type Digest, sha256 } from '@stevedore/core';
-import { ArchiveError, fileRange, isGzip, peek, removeQuietly, stagingDir, writeStreamToFile } from './archive/io.js';
+import { Digest, hash, sha256 } from '@stevedore/core';
+import {
+  ArchiveError,
+  fileRange,
+  isGzip,
+  isZstd,
+  peek,
+  removeQuietly,
+  stagingDir,
+  writeStreamToFile,
+} from './archive/io.js';
 import { checkLayerCount, type ReadOptions, StoredImage, StoredLayer, verifyLayers } from './archive/stored.js';
 import { TarFile, type TarFileOptions } from './archive/tar-file.js';
 import { bytesMember, type OutMember, writeTarFile } from './archive/tar-out.js';
 import { parseJsonDocument } from './json.js';
-import { layerCompression, OCI_CONFIG, OCI_LAYER, OCI_LAYER_GZIP, OCI_MANIFEST } from './media-types.js';
+import {
+  layerCompression,
+  OCI_CONFIG,
+  OCI_LAYER,
+  OCI_LAYER_GZIP,
+  OCI_LAYER_ZSTD,
+  OCI_MANIFEST,
+} from './media-types.js';
 import type { Image, Layer } from './model.js';
 import { CONTAINERD_IMAGE_NAME_ANNOTATION, layoutMembers, OciLayoutReader, REF_NAME_ANNOTATION } from './oci-layout.js';
+import { tryParseReference } from './reference.js';
 import { parseConfig, parseImageManifest } from './schema.js';
 
 const encoder = new TextEncoder();
@@ -78,13 +99,41 @@ function parseDockerManifest(
   });
 }
 
-/** The digest a config member name encodes (`<hex>.json`, `blobs/sha256/<hex>`), if any. */
-function digestInName(name: string): string | undefined {
+/** The digest a config member name encodes (`<hex>.json`, `blobs/sha256/<hex>`, `blobs/sha512/<hex>`), if any. */
+function digestInName(name: string): Digest | undefined {
   const legacy = /^([a-f0-9]{64})\.json$/.exec(name);
-  if (legacy) return `sha256:${legacy[1]}`;
-  const blob = /^blobs\/sha256\/([a-f0-9]{64})$/.exec(name);
-  if (blob) return `sha256:${blob[1]}`;
+  if (legacy) return Digest.parse(`sha256:${legacy[1]}`);
+  const blob = /^blobs\/(sha256\/[a-f0-9]{64}|sha512\/[a-f0-9]{128})$/.exec(name);
+  if (blob) return Digest.parse((blob[1] as string).replace('/', ':'));
   return undefined;
+}
+
+/** A tag in its full form for comparisons (`x:1` and `docker.io/library/x:1` are the same image name). */
+function fullTag(tag: string): string {
+  return tryParseReference(tag)?.toString() ?? tag;
+}
+
+/**
+ * manifest.json (what `docker load` reads) and the OCI manifest of the same image must name the
+ * same layer blobs, in the same order: an archive that says two different things is refused.
+ */
+function checkSameLayers(tar: TarFile, entry: ManifestEntry, image: StoredImage, what: string): void {
+  if (entry.Layers.length !== image.layers.length) {
+    throw new ArchiveError(
+      'ERR_ARCHIVE_FORMAT',
+      `${what}: manifest.json lists ${entry.Layers.length} layers, the image's OCI manifest ${image.digest.toString()} ${image.layers.length}`,
+    );
+  }
+  for (const [j, ref] of entry.Layers.entries()) {
+    const l = image.layers[j] as Layer;
+    const m = tar.resolve(ref, `${what}.Layers[${j}]`);
+    if (m.name !== `blobs/${l.digest.algorithm}/${l.digest.hex}`) {
+      throw new ArchiveError(
+        'ERR_ARCHIVE_FORMAT',
+        `${what}.Layers[${j}]: ${ref} is not layer ${j} of the image's OCI manifest (${l.digest.toString()})`,
+      );
+    }
+  }
 }
 
 /** An opened docker-archive. `close()` removes the temp copy of a gzip archive. */
@@ -133,7 +182,15 @@ export class DockerArchive {
     if (tar.has('oci-layout') && tar.has('index.json')) {
       layout = await OciLayoutReader.fromTar(tar, label, { ...options, verify: false }, async () => {});
       for (const e of layout.entries()) {
-        const img = await layout.imageAt(e.descriptor);
+        let img: StoredImage;
+        try {
+          img = await layout.imageAt(e.descriptor);
+        } catch (err) {
+          // Docker 25.0.0 wrote OCI manifests with no layers (moby#47065); `docker load` reads
+          // manifest.json only, and so do we for such an image.
+          if (err instanceof ArchiveError && err.code === 'ERR_LAYER_COUNT_MISMATCH') continue;
+          throw err;
+        }
         byConfig.set(img.manifest.config.digest.toString(), img);
       }
     }
@@ -144,22 +201,32 @@ export class DockerArchive {
       const rawConfig = await tar.read(entry.Config, max, `${what}.Config`);
       const configDigest = sha256(rawConfig);
       const named = digestInName(configMember.name) ?? digestInName(entry.Config);
-      if (named !== undefined && named !== configDigest.toString()) {
+      const got = named?.algorithm === 'sha512' ? hash('sha512', rawConfig) : configDigest;
+      if (named !== undefined && !named.equals(got)) {
         throw new ArchiveError(
           'ERR_DIGEST_MISMATCH',
-          `${what}: config ${entry.Config}: digest mismatch (expected ${named}, got ${configDigest.toString()})`,
+          `${what}: config ${entry.Config}: digest mismatch (expected ${named.toString()}, got ${got.toString()})`,
         );
       }
       const config = parseConfig(rawConfig, undefined, options.limits);
       checkLayerCount(entry.Layers.length, config.rootfs.diff_ids.length, maxLayers, what);
-      const fromLayout = byConfig.get(configDigest.toString());
+      const fromLayout = byConfig.get(configDigest.toString()) ?? (named ? byConfig.get(named.toString()) : undefined);
+      if (fromLayout) checkSameLayers(tar, entry, fromLayout, what);
       let image: StoredImage;
       // Plain layers whose sha256 the index pass computed from these very bytes and found equal
       // to their digest and diff_id: verified already, not hashed again here (reading them later,
       // `compressed()` still verifies what it reads).
       const hashed = new Set<Layer>();
       if (fromLayout) {
-        image = fromLayout;
+        // A fresh object per entry: two entries may share a config (and so the layout's image).
+        image = new StoredImage(
+          fromLayout.manifest,
+          fromLayout.rawManifest,
+          fromLayout.config,
+          fromLayout.rawConfig,
+          fromLayout.layers,
+          fromLayout.digest,
+        );
         for (const l of image.layers) {
           const blob = `blobs/${l.digest.algorithm}/${l.digest.hex}`;
           const m = tar.has(blob) ? tar.resolve(blob, `${what}: layer ${l.digest.toString()}`) : undefined;
@@ -179,7 +246,10 @@ export class DockerArchive {
           const m = tar.resolve(ref, lwhat);
           if (!m.digest) throw new ArchiveError('ERR_ARCHIVE_FORMAT', `${lwhat}: ${ref} was not hashed`);
           const open = () => fileRange(tar.file, m.dataOffset, m.size);
-          const gz = isGzip(await peek(open, 2));
+          // docker writes plain tars; other producers (containerd's image store behind Docker 25+,
+          // hand-made archives) name gzip or zstd blobs
+          const head = await peek(open, 4);
+          const gz = isGzip(head) || isZstd(head);
           const diffId = config.rootfs.diff_ids[j] as Digest;
           if (!gz && !m.digest.equals(diffId)) {
             throw new ArchiveError(
@@ -187,7 +257,7 @@ export class DockerArchive {
               `${lwhat}: ${ref}: diff_id mismatch (expected ${diffId.toString()}, got ${m.digest.toString()})`,
             );
           }
-          const mediaType = gz ? OCI_LAYER_GZIP : OCI_LAYER;
+          const mediaType = isZstd(head) ? OCI_LAYER_ZSTD : gz ? OCI_LAYER_GZIP : OCI_LAYER;
           const layer = new StoredLayer(m.digest, diffId, m.size, mediaType, open, what, options.maxLayerBytes);
           if (!gz) hashed.add(layer); // m.digest (this member's bytes) == diffId, checked above
           layers.push(layer);
@@ -215,7 +285,10 @@ export class DockerArchive {
         throw new ArchiveError('ERR_IMAGE_NOT_FOUND', `${this.file}: ${this.images.length} images; name one by tag`);
       return this.images[0] as DockerArchiveImage;
     }
-    const found = this.images.find((i) => i.repoTags.includes(tag) || i.repoTags.includes(`docker.io/library/${tag}`));
+    const full = fullTag(tag);
+    const found =
+      this.images.find((i) => i.repoTags.includes(tag)) ??
+      this.images.find((i) => i.repoTags.some((t) => fullTag(t) === full));
     if (!found)
       throw new ArchiveError(
         'ERR_IMAGE_NOT_FOUND',
@@ -293,7 +366,8 @@ export async function writeDockerArchive(
     if ((options.layout ?? 'legacy') === 'legacy') {
       members = [];
       for (const { image, tags } of entries) {
-        const cfg = image.manifest.config.digest;
+        // Docker names an image by the sha256 of its config, whatever digest a manifest used.
+        const cfg = sha256(image.rawConfig);
         members.push(bytesMember(`${cfg.hex}.json`, image.rawConfig));
         const layers = layerOf(image);
         for (const l of layers) {
@@ -314,18 +388,19 @@ export async function writeDockerArchive(
     } else {
       const prepared = entries.map(({ image, tags }) => {
         const layers = layerOf(image);
+        const configDigest = sha256(image.rawConfig);
         const doc = {
           schemaVersion: 2,
           mediaType: OCI_MANIFEST,
           config: {
             mediaType: OCI_CONFIG,
-            digest: image.manifest.config.digest.toString(),
+            digest: configDigest.toString(),
             size: image.rawConfig.length,
           },
           layers: layers.map((l) => ({ mediaType: OCI_LAYER, digest: l.digest.toString(), size: l.size })),
         };
         manifestJson.push({
-          Config: `blobs/sha256/${image.manifest.config.digest.hex}`,
+          Config: `blobs/sha256/${configDigest.hex}`,
           RepoTags: tags?.length ? tags : null,
           Layers: layers.map((l) => `blobs/sha256/${l.digest.hex}`),
         });
@@ -334,7 +409,8 @@ export async function writeDockerArchive(
           const { repo, tag } = splitTag(t);
           if (top) addRepository(repositories, repo, tag, top.digest.hex);
         }
-        return { image, raw: encoder.encode(JSON.stringify(doc)), mediaType: OCI_MANIFEST, layers, tags: tags ?? [] };
+        const raw = encoder.encode(JSON.stringify(doc));
+        return { image, configDigest, raw, mediaType: OCI_MANIFEST, layers, tags: tags ?? [] };
       });
       members = layoutMembers(prepared, (tag) => {
         const full = tag.includes('/') || !tag.includes(':') ? tag : `docker.io/library/${tag}`;

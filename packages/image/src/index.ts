@@ -37,6 +37,7 @@ export {
   type ArchiveEntry,
   CONTAINERD_IMAGE_NAME_ANNOTATION,
   type LayoutEntry,
+  MAX_INDEX_DEPTH,
   OciLayout,
   OciLayoutReader,
   type OciWriteOptions,

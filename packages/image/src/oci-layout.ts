@@ -4,7 +4,12 @@
  * annotation of `index.json` entries.
  *
  * Reading verifies everything (see `ReadOptions.verify`). Blob paths are built only from parsed
- * `Digest`s (grammar checked), never from other strings.
+ * `Digest`s (grammar checked), never from other strings; blobs may be named by sha256 or sha512.
+ * In a layout directory, a blob or `index.json` reached through a symlink that leads out of the
+ * directory is refused (ERR_ARCHIVE_BAD_LINK); in an oci-archive, links are followed inside the
+ * archive only. An index.json entry may be an index (`skopeo copy --all`, buildx): `image(tag)`
+ * resolves it, through nested indexes (at most `MAX_INDEX_DEPTH`), to one platform's image.
+ * Layers may be plain tar, gzip or zstd (zstd needs the native engine).
  *
  * Writing a directory layout (`OciLayout.putImage`): each blob is written to a staging file under
  * `<dir>/.stevedore-ingest/`, hashed while written, checked against its size and digest, synced,
@@ -12,8 +17,8 @@
  * `index.json` is re-read under a lock file (`index.json.lock`), updated, written to a temp file
  * and renamed, so images added by others are kept. Adding a tag moves it from any other entry.
  */
-import { createReadStream } from 'node:fs';
-import { mkdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, mkdir, open, readFile, realpath, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Digest, sha256 } from '@stevedore/core';
 import {
@@ -32,6 +37,7 @@ import { parseJsonDocument } from './json.js';
 import {
   DOCKER_CONFIG,
   DOCKER_MANIFEST,
+  isIndex,
   isManifest,
   layerCompression,
   OCI_CONFIG,
@@ -41,7 +47,8 @@ import {
   OCI_LAYER_ZSTD,
   OCI_MANIFEST,
 } from './media-types.js';
-import type { Image } from './model.js';
+import type { Image, Index } from './model.js';
+import { formatPlatform, hostPlatform, type Platform, parsePlatform, selectPlatform } from './platform.js';
 import { type Descriptor, type ImageIndex, parseImageIndex } from './schema.js';
 
 /** The annotation that holds a tag in an OCI layout's index.json. */
@@ -50,6 +57,8 @@ export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
 export const CONTAINERD_IMAGE_NAME_ANNOTATION = 'io.containerd.image.name';
 
 const LAYOUT_VERSION = '1.0.0';
+/** How deep indexes may nest in a layout (index.json → index → … → manifest). */
+export const MAX_INDEX_DEPTH = 8;
 const encoder = new TextEncoder();
 
 /** One image entry of a layout. */
@@ -59,23 +68,70 @@ export interface LayoutEntry {
   tag: string | undefined;
 }
 
-function dirStore(root: string): BlobStore {
-  const blob = (d: Digest) => path.join(root, 'blobs', d.algorithm, d.hex);
-  return {
-    label: root,
-    async size(d) {
-      try {
-        const s = await stat(blob(d));
-        return s.isFile() ? s.size : undefined;
-      } catch {
-        return undefined;
+/**
+ * The real path of `name` inside the layout `root` (itself a real path), following symlinks only
+ * while they stay inside the layout; undefined when it does not exist. A symlink (of the file or
+ * of a directory on the way) that leads out of the layout is refused (ERR_ARCHIVE_BAD_LINK): the
+ * layout's files are read by name inside the layout, never from elsewhere on the host.
+ */
+async function insideLayout(root: string, name: string): Promise<string | undefined> {
+  const p = path.join(root, name);
+  let real: string;
+  try {
+    real = await realpath(p);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      // A dangling symlink is a bad link, not a missing blob.
+      const link = await lstat(p).catch(() => undefined);
+      if (link?.isSymbolicLink()) {
+        throw new ArchiveError('ERR_ARCHIVE_BAD_LINK', `${root}: ${name} is a dangling symlink`);
       }
+      return undefined;
+    }
+    if (code === 'ELOOP') throw new ArchiveError('ERR_ARCHIVE_BAD_LINK', `${root}: ${name}: too many symlinks`);
+    throw e;
+  }
+  const rel = path.relative(root, real);
+  if (rel === '' || rel.startsWith(`..${path.sep}`) || rel === '..' || path.isAbsolute(rel)) {
+    throw new ArchiveError(
+      'ERR_ARCHIVE_BAD_LINK',
+      `${root}: ${name} leads through a symlink to ${JSON.stringify(real)}, outside the layout`,
+    );
+  }
+  return real;
+}
+
+/** Opens with O_NOFOLLOW (the path was resolved: a symlink here is a swap after the check). */
+const NOFOLLOW = constants.O_RDONLY | constants.O_NOFOLLOW;
+
+function dirStore(root: string, label: string): BlobStore {
+  const name = (d: Digest) => `blobs/${d.algorithm}/${d.hex}`;
+  // Real paths of the blobs `size` found, for `open` and `path` (both called after `size`).
+  const resolved = new Map<string, string>();
+  const where = (d: Digest) => resolved.get(d.toString()) ?? path.join(root, name(d));
+  return {
+    label,
+    async size(d) {
+      const real = await insideLayout(root, name(d));
+      if (real === undefined) return undefined;
+      const s = await stat(real);
+      if (!s.isFile()) return undefined;
+      resolved.set(d.toString(), real);
+      return s.size;
     },
-    open(d) {
-      return createReadStream(blob(d), { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>;
-    },
-    path: blob,
+    open: (d) => readNoFollow(where(d)),
+    path: where,
   };
+}
+
+async function* readNoFollow(file: string): AsyncIterable<Uint8Array> {
+  const fh = await open(file, NOFOLLOW);
+  try {
+    yield* fh.createReadStream({ highWaterMark: 1 << 20, autoClose: false }) as AsyncIterable<Buffer>;
+  } finally {
+    await fh.close();
+  }
 }
 
 /** A blob store over the `blobs/<alg>/<hex>` members of a tar archive. */
@@ -84,7 +140,9 @@ export function tarStore(tar: TarFile, label: string): BlobStore {
   return {
     label,
     async size(d) {
-      return tar.has(name(d)) ? tar.resolve(name(d), label).size : undefined;
+      // Absent: undefined. Present but a link that leaves the archive or dangles: that error.
+      if (!tar.members.has(name(d))) return undefined;
+      return tar.resolve(name(d), `${label}: blob ${d.toString()}`).size;
     },
     open(d) {
       // Unverified bytes, as `BlobStore.open` promises: every reader verifies them against `d`
@@ -123,23 +181,34 @@ export class OciLayoutReader {
     private readonly onClose: () => Promise<void>,
   ) {}
 
-  /** Opens a layout directory. */
+  /**
+   * Opens a layout directory. Its files are read inside it: a blob, `index.json` or `oci-layout`
+   * that is a symlink leading out of the directory is refused (ERR_ARCHIVE_BAD_LINK).
+   */
   static async openDir(dir: string, options: ReadOptions = {}): Promise<OciLayoutReader> {
     const max = options.limits?.maxBytes ?? 4 * 1024 * 1024;
+    const root = await realpath(dir).catch(() => undefined);
+    if (root === undefined) throw new ArchiveError('ERR_ARCHIVE_FORMAT', `${dir}: no such directory`);
     const read = async (name: string) => {
-      const p = path.join(dir, name);
-      const s = await stat(p).catch(() => undefined);
-      if (!s?.isFile()) throw new ArchiveError('ERR_ARCHIVE_FORMAT', `${dir}: no ${name}: not an OCI image layout`);
+      const p = await insideLayout(root, name);
+      const s = p === undefined ? undefined : await stat(p);
+      if (!p || !s?.isFile())
+        throw new ArchiveError('ERR_ARCHIVE_FORMAT', `${dir}: no ${name}: not an OCI image layout`);
       if (s.size > max)
         throw new ArchiveError(
           'ERR_ARCHIVE_FORMAT',
           `${dir}: ${name}: ${s.size} bytes is more than the limit of ${max}`,
         );
-      return new Uint8Array(await readFile(p));
+      const fh = await open(p, NOFOLLOW);
+      try {
+        return new Uint8Array(await fh.readFile());
+      } finally {
+        await fh.close();
+      }
     };
     checkLayoutFile(await read('oci-layout'), dir);
     const index = parseImageIndex(await read('index.json'), undefined, options.limits);
-    return new OciLayoutReader(dir, dirStore(dir), index, options, async () => {});
+    return new OciLayoutReader(dir, dirStore(root, dir), index, options, async () => {});
   }
 
   /** Opens an oci-archive (a tar, or gzip tar, of a layout). */
@@ -166,47 +235,124 @@ export class OciLayoutReader {
     return new OciLayoutReader(label, tarStore(tar, label), index, options, onClose);
   }
 
-  /** The image entries of index.json, in document order (nested indexes are not listed). */
+  /** The image entries of index.json, in document order (entries that are indexes are not listed: see `refs`). */
   entries(): LayoutEntry[] {
+    return this.refs().filter((e) => isManifest(e.descriptor.mediaType));
+  }
+
+  /** The entries of index.json that are images or indexes, in document order. */
+  refs(): LayoutEntry[] {
     return this.index.manifests
-      .filter((d) => isManifest(d.mediaType))
+      .filter((d) => isManifest(d.mediaType) || isIndex(d.mediaType))
       .map((d) => ({ descriptor: d, tag: d.annotations?.[REF_NAME_ANNOTATION] }));
   }
 
+  /** The tags (ref.name annotations) of index.json, of images and of indexes. */
   tags(): string[] {
-    return this.entries().flatMap((e) => (e.tag === undefined ? [] : [e.tag]));
+    return this.refs().flatMap((e) => (e.tag === undefined ? [] : [e.tag]));
   }
 
   /**
-   * The image tagged `tag` (the ref.name annotation), or the only image when `tag` is omitted.
+   * The image tagged `tag` (the ref.name annotation), or the only entry when `tag` is omitted.
+   * An entry that is an index (a multi-platform image, as `skopeo copy --all` writes it) is
+   * resolved, through nested indexes, to the image for `platform` (default: this host's). With
+   * no tag, index.json itself is resolved by platform when it holds several untagged entries
+   * that all name their platform.
    */
-  async image(tag?: string): Promise<StoredImage> {
-    const entries = this.entries();
+  async image(tag?: string, options: { platform?: Platform | string } = {}): Promise<StoredImage> {
+    const refs = this.refs();
     let entry: LayoutEntry | undefined;
     if (tag === undefined) {
-      if (entries.length !== 1) {
+      if (refs.length !== 1) {
+        if (refs.length > 1 && refs.every((e) => e.tag === undefined && e.descriptor.platform)) {
+          return this.pick(this.index.manifests, 'index.json', options.platform, 0);
+        }
         throw new ArchiveError(
           'ERR_IMAGE_NOT_FOUND',
-          `${this.label}: ${entries.length} images; name one by tag (${this.tags().join(', ')})`,
+          `${this.label}: ${refs.length} images; name one by tag (${this.tags().join(', ')})`,
         );
       }
-      entry = entries[0];
+      entry = refs[0];
     } else {
-      entry = entries.find((e) => e.tag === tag);
+      entry = refs.find((e) => e.tag === tag);
       if (!entry)
         throw new ArchiveError(
           'ERR_IMAGE_NOT_FOUND',
           `${this.label}: no image tagged ${JSON.stringify(tag)} (have ${this.tags().join(', ') || 'none'})`,
         );
     }
-    return this.imageAt((entry as LayoutEntry).descriptor);
+    const d = (entry as LayoutEntry).descriptor;
+    if (isIndex(d.mediaType)) return (await this.indexAt(d)).imageFor(options.platform);
+    return this.imageAt(d);
   }
 
-  /** The image an index.json descriptor points to. */
+  /** The image an index.json (or nested index) descriptor points to. */
   async imageAt(d: Descriptor): Promise<StoredImage> {
+    if (!isManifest(d.mediaType)) {
+      throw new ArchiveError(
+        'ERR_ARCHIVE_FORMAT',
+        `${this.label}: ${d.digest.toString()} is a ${d.mediaType}, not an image manifest`,
+      );
+    }
     const max = this.options.limits?.maxBytes ?? 4 * 1024 * 1024;
     const raw = await readBlob(this.store, d.digest, d.size, max, 'manifest');
-    return loadImage(this.store, raw, this.options, d.mediaType);
+    return loadImage(this.store, raw, this.options, d.mediaType, d.digest);
+  }
+
+  /**
+   * The index a descriptor points to (an OCI image index or a Docker manifest list), whose
+   * `imageFor` picks a platform. Indexes nest at most {@link MAX_INDEX_DEPTH} deep.
+   */
+  async indexAt(d: Descriptor): Promise<Index> {
+    return this.loadIndex(d, 1);
+  }
+
+  private async loadIndex(d: Descriptor, depth: number): Promise<Index> {
+    if (!isIndex(d.mediaType)) {
+      throw new ArchiveError(
+        'ERR_ARCHIVE_FORMAT',
+        `${this.label}: ${d.digest.toString()} is a ${d.mediaType}, not an index`,
+      );
+    }
+    if (depth > MAX_INDEX_DEPTH) {
+      throw new ArchiveError(
+        'ERR_ARCHIVE_FORMAT',
+        `${this.label}: index ${d.digest.toString()}: indexes nested more than ${MAX_INDEX_DEPTH} deep`,
+      );
+    }
+    const max = this.options.limits?.maxBytes ?? 4 * 1024 * 1024;
+    const raw = await readBlob(this.store, d.digest, d.size, max, 'index');
+    const index = parseImageIndex(raw, d.mediaType, this.options.limits);
+    return {
+      digest: d.digest,
+      index,
+      rawManifest: raw,
+      manifests: index.manifests,
+      image: (c) => this.imageAt(c),
+      childIndex: (c) => this.loadIndex(c, depth + 1),
+      imageFor: (platform) => this.pick(index.manifests, `index ${d.digest.toString()}`, platform, depth),
+    };
+  }
+
+  /** The image for `platform` among `manifests`, following nested indexes. */
+  private async pick(
+    manifests: readonly Descriptor[],
+    what: string,
+    platform: Platform | string | undefined,
+    depth: number,
+  ): Promise<StoredImage> {
+    const wanted =
+      platform === undefined ? hostPlatform() : typeof platform === 'string' ? parsePlatform(platform) : platform;
+    const d = selectPlatform(manifests, wanted);
+    if (!d) {
+      const have = manifests.flatMap((m) => (m.platform ? [formatPlatform(m.platform)] : []));
+      throw new ArchiveError(
+        'ERR_IMAGE_NOT_FOUND',
+        `${this.label}: ${what}: no image for ${formatPlatform(wanted)} (have ${have.join(', ') || 'no platforms'})`,
+      );
+    }
+    if (isIndex(d.mediaType)) return (await this.loadIndex(d, depth + 1)).imageFor(platform) as Promise<StoredImage>;
+    return this.imageAt(d);
   }
 
   async close(): Promise<void> {
@@ -414,6 +560,8 @@ export interface ArchiveEntry {
 export function layoutMembers(
   entries: {
     image: Image;
+    /** What the config is stored as (default: the manifest's config digest). */
+    configDigest?: Digest;
     raw: Uint8Array;
     mediaType: string;
     layers: { digest: Digest; size: number; open: () => AsyncIterable<Uint8Array> }[];
@@ -428,7 +576,7 @@ export function layoutMembers(
   const manifests: Record<string, unknown>[] = [];
   for (const e of entries) {
     const { image } = e;
-    members.push(bytesMember(blob(image.manifest.config.digest), image.rawConfig));
+    members.push(bytesMember(blob(e.configDigest ?? image.manifest.config.digest), image.rawConfig));
     for (const l of e.layers) members.push({ name: blob(l.digest), size: l.size, open: l.open });
     const digest = sha256(e.raw);
     members.push(bytesMember(blob(digest), e.raw));

@@ -16,6 +16,7 @@ import {
   HashFeed,
   hasNativeEngine,
   StevedoreError,
+  zstdDecompress,
 } from '@stevedore/core';
 
 /** Stable codes of the errors raised by the archive and layout readers and writers. */
@@ -201,11 +202,40 @@ export async function* gunzip(
   }
 }
 
-/** The uncompressed stream of a possibly gzip-compressed blob (detected by its magic). */
-export async function* maybeGunzip(open: Opener, what: string, maxBytes?: number): AsyncIterable<Uint8Array> {
+/**
+ * Decompresses a zstd stream (one or more frames) with the native core's decoder, with a byte
+ * budget on the output. A corrupt or truncated stream, or a frame window over 2^27 bytes, fails
+ * with ERR_ARCHIVE_FORMAT naming `what`. Needs the native engine (Node 20's zlib has no zstd).
+ */
+export async function* unzstd(
+  source: AsyncIterable<Uint8Array>,
+  what: string,
+  maxBytes = Number.MAX_SAFE_INTEGER,
+): AsyncIterable<Uint8Array> {
+  if (!hasNativeEngine()) {
+    throw new ArchiveError('ERR_ARCHIVE_FORMAT', `${what}: zstd layers need the native engine, which is not loaded`);
+  }
+  let total = 0;
+  try {
+    for await (const chunk of zstdDecompress(source)) {
+      total += chunk.length;
+      if (total > maxBytes) {
+        throw new ArchiveError('ERR_LAYER_TOO_LARGE', `${what}: more than ${maxBytes} uncompressed bytes`);
+      }
+      yield chunk;
+    }
+  } catch (e) {
+    // Errors of the source (a verifying stream) already say what failed; the decoder's do not.
+    if (e instanceof StevedoreError && e.code !== 'ERR_DECOMPRESS') throw e;
+    throw new ArchiveError('ERR_ARCHIVE_FORMAT', `${what}: zstd: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** The uncompressed stream of a blob compressed with gzip, zstd or not at all (detected by its magic). */
+export async function* maybeDecompress(open: Opener, what: string, maxBytes?: number): AsyncIterable<Uint8Array> {
   const head = await peek(open, 4);
-  if (isZstd(head)) throw new ArchiveError('ERR_ARCHIVE_FORMAT', `${what}: zstd layers are not supported yet`);
-  if (isGzip(head)) yield* gunzip(open(), what, maxBytes);
+  if (isZstd(head)) yield* unzstd(open(), what, maxBytes);
+  else if (isGzip(head)) yield* gunzip(open(), what, maxBytes);
   else yield* open();
 }
 
