@@ -1,6 +1,7 @@
 // `load -i` of oci-archives and OCI layout directories (made by the real skopeo), told apart from
 // docker-archives by content, and `export -o -` streaming the flattened rootfs to stdout.
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -73,6 +74,56 @@ describe.skipIf(!canRun)('load -i OCI archives and layouts; export -o -', () => 
     const r = await stevedore(['--root', root, 'load', '-i', f('docker.tar')]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain('Loaded image: app:1');
+  });
+
+  it('--platform picks the image of a multi-platform layout (index.json → index → manifests)', async () => {
+    const dir = f('multi');
+    const other = layeredImage([{ 'etc/motd': 'arm64\n' }]);
+    await writeLayout(dir, image, 'amd');
+    await writeLayout(dir, other, 'arm');
+    const entries = JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8')).manifests as Record<string, unknown>[];
+    const byTag = (t: string) => {
+      const { annotations: _, ...d } = entries.find(
+        (e) => (e.annotations as Record<string, string>)['org.opencontainers.image.ref.name'] === t,
+      )!;
+      return d;
+    };
+    const index = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.index.v1+json',
+        manifests: [
+          { ...byTag('amd'), platform: { os: 'linux', architecture: 'amd64' } },
+          { ...byTag('arm'), platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } },
+        ],
+      }),
+    );
+    const hex = createHash('sha256').update(index).digest('hex');
+    writeFileSync(join(dir, 'blobs', 'sha256', hex), index);
+    writeFileSync(
+      join(dir, 'index.json'),
+      JSON.stringify({
+        schemaVersion: 2,
+        manifests: [
+          {
+            mediaType: 'application/vnd.oci.image.index.v1+json',
+            digest: `sha256:${hex}`,
+            size: index.length,
+            annotations: { 'org.opencontainers.image.ref.name': 'multi' },
+          },
+        ],
+      }),
+    );
+    const digestOf = async (...args: string[]) => {
+      const r = await stevedore(['--json', 'inspect', ...args, `oci:${dir}:multi`]);
+      expect(r.code, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout) as { Digest: string }).Digest;
+    };
+    expect(await digestOf('--platform', 'linux/arm64')).toBe(other.digest.toString());
+    expect(await digestOf('--platform', 'linux/amd64')).toBe(image.digest.toString());
+    const none = await stevedore(['inspect', '--platform', 'linux/s390x', `oci:${dir}:multi`]);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toContain('linux/arm64');
   });
 
   it('what is neither: one line saying so', async () => {

@@ -109,8 +109,11 @@ export async function openSource(
       const reader =
         loc.transport === 'oci' ? await OciLayoutReader.openDir(loc.path) : await OciLayoutReader.openArchive(loc.path);
       try {
-        const image = await reader.image(loc.tag);
-        const tags = reader.entries().filter((e) => e.descriptor.digest.equals(image.digest) && e.tag !== undefined);
+        const image = await reader.image(loc.tag, wanted ? { platform: wanted } : {});
+        // the tag may name an index (multi-platform layout): it tags the image chosen from it
+        const tags = reader
+          .entries()
+          .filter((e) => e.tag !== undefined && (e.descriptor.digest.equals(image.digest) || e.tag === loc.tag));
         return { image, repoTags: tags.map((e) => e.tag as string), close: () => reader.close() };
       } catch (e) {
         await reader.close();
