@@ -53,13 +53,15 @@ pub enum Error {
         offset: u64,
         typeflag: u8,
     },
-    /// A tar feature we refuse on purpose (GNU sparse files, multi-volume archives, ...).
+    /// A tar feature we refuse on purpose (multi-volume archives, star sparse files, ...).
     TarUnsupported {
         entry: Option<String>,
         offset: u64,
         feature: String,
     },
-    /// Tar header metadata (PAX records, GNU long names) larger than the configured limit.
+    /// Tar header metadata (PAX records, GNU long names) larger than the configured limit, or
+    /// a sparse map with more entries than allowed (`what` then ends in " entries" and
+    /// `limit`/`found` count entries, not bytes).
     TarLimit {
         entry: Option<String>,
         offset: u64,
@@ -267,10 +269,15 @@ impl fmt::Display for Error {
                 found,
             } => {
                 let at = TarAt(entry, *offset);
-                write!(
-                    f,
-                    "tar: {at}: {what} of {found} bytes exceeds the limit of {limit}"
-                )
+                if what.ends_with(" entries") {
+                    // A count, not a size.
+                    write!(f, "tar: {at}: {found} {what} exceed the limit of {limit}")
+                } else {
+                    write!(
+                        f,
+                        "tar: {at}: {what} of {found} bytes exceeds the limit of {limit}"
+                    )
+                }
             }
             Error::TarMalformed {
                 entry,

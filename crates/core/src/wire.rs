@@ -13,17 +13,19 @@
 //!
 //! Tar scan events (see [`TarScanner`]): `1 entry-record`, `2 data: offset u32, len u32` (a
 //! slice of the input given to that call), `3 entry-end: digest bytes` (empty unless content
-//! hashing is on), `4 end`.
+//! hashing is on), `4 end`, `5 zeros: len u32` (that many zero bytes of data: a hole of a
+//! sparse entry, which is not in the input).
 
 use crate::digest::{Algorithm, Hasher};
 use crate::error::{Error, Result};
 use crate::overlay::{Entry, EntryKind as OvlKind, LayerIndex, Resolution, Stat, WhiteoutForm};
-use crate::tar::{EntryKind, Event, Format, Header, Limits, TarReader, Timestamp};
+use crate::tar::{self, EntryKind, Event, Format, Header, Limits, TarReader, Timestamp};
 
 pub const EV_ENTRY: u8 = 1;
 pub const EV_DATA: u8 = 2;
 pub const EV_ENTRY_END: u8 = 3;
 pub const EV_END: u8 = 4;
+pub const EV_ZEROS: u8 = 5;
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
@@ -296,14 +298,17 @@ impl TarScanner {
         self.done
     }
 
-    /// Consumes all of `input`, appending events to `out`. Data events give offsets in `input`.
-    /// With `with_data` false, data events are left out (a listing).
+    /// Consumes all of `input`, appending events to `out`. Data events give offsets in `input`
+    /// (holes of sparse entries come as zeros events). With `with_data` false, data events are
+    /// left out (a listing).
     pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>, with_data: bool) -> Result<()> {
         let mut rest = input;
-        while !rest.is_empty() && !self.done {
+        // Until `NeedMore`, not until the input is used up: a hole, or the end of an entry,
+        // may come after its last byte.
+        while !self.done {
             let (used, event) = self.reader.next_event(rest)?;
             match event {
-                Event::NeedMore => {}
+                Event::NeedMore => break,
                 Event::Entry(h) => {
                     out.push(EV_ENTRY);
                     put_tar_header(out, h);
@@ -319,7 +324,10 @@ impl TarScanner {
                     if let Some(h) = self.hasher.as_mut() {
                         h.update(d);
                     }
-                    if with_data {
+                    if with_data && tar::is_hole(d) {
+                        out.push(EV_ZEROS);
+                        put_u32(out, d.len() as u32);
+                    } else if with_data {
                         out.push(EV_DATA);
                         put_u32(out, (d.as_ptr() as usize - input.as_ptr() as usize) as u32);
                         put_u32(out, d.len() as u32);
@@ -477,6 +485,65 @@ mod tests {
         }
         let hello = crate::digest::hash(Algorithm::Sha256, b"hello\n").to_string();
         assert!(whole.windows(hello.len()).any(|w| w == hello.as_bytes()));
+    }
+
+    /// An old GNU sparse file `s`: logical size 70000, "abc" stored at 65540, holes around.
+    fn sparse_archive() -> Vec<u8> {
+        let mut h = Header::new(EntryKind::Regular, "s");
+        h.size = 3;
+        let mut tar = write_archive(Format::Gnu, &[(h, b"abc".as_slice())]).unwrap();
+        let b = &mut tar[..512];
+        b[156] = b'S';
+        b[386..398].copy_from_slice(format!("{:011o}\0", 65540).as_bytes());
+        b[398..410].copy_from_slice(b"00000000003\0");
+        b[483..495].copy_from_slice(format!("{:011o}\0", 70000).as_bytes());
+        b[148..156].copy_from_slice(b"        ");
+        let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
+        b[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        tar
+    }
+
+    #[test]
+    fn sparse_holes_are_zeros_events_and_hashed_as_content() {
+        let tar = sparse_archive();
+        let mut content = vec![0u8; 70000];
+        content[65540..65543].copy_from_slice(b"abc");
+        let digest = crate::digest::hash(Algorithm::Sha256, &content).to_string();
+        for size in [1, 512, tar.len()] {
+            let mut out = Vec::new();
+            let limits = Limits {
+                max_sparse_entries: 16,
+                ..Limits::default()
+            };
+            let mut s = TarScanner::new(limits, Some(Algorithm::Sha256), true);
+            let mut got = Vec::new();
+            for c in tar.chunks(size) {
+                let start = out.len();
+                s.push(c, &mut out, true).unwrap();
+                // Rebuild the content from data and zeros events.
+                let mut r = WireReader::new(&out[start..]);
+                while !r.is_empty() {
+                    match r.u8().unwrap() {
+                        EV_ENTRY => assert_eq!(r.entry().unwrap().size, 70000),
+                        EV_DATA => {
+                            let (off, len) = (r.u32().unwrap(), r.u32().unwrap());
+                            got.extend_from_slice(&c[off as usize..(off + len) as usize]);
+                        }
+                        EV_ZEROS => got.resize(got.len() + r.u32().unwrap() as usize, 0),
+                        EV_ENTRY_END => {
+                            r.bytes().unwrap();
+                        }
+                        other => assert_eq!(other, EV_END),
+                    }
+                }
+            }
+            s.finish(&mut out).unwrap();
+            assert!(got == content, "chunk size {size}");
+            assert!(out.windows(digest.len()).any(|w| w == digest.as_bytes()));
+            let index = s.into_index(WhiteoutForm::Oci).unwrap();
+            let stack = crate::overlay::LayerStack::new(vec![index]);
+            assert_eq!(stack.stat(b"s").unwrap().entry.size, 70000);
+        }
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Tar reader and writer against hand-built archives: every entry type, PAX and GNU
-//! extensions, every error class, every cut point, every chunking, random mutations.
+//! extensions, every error class, every cut point, every chunking, random mutations (GNU
+//! sparse archives included; `tar_sparse.rs` has their formats and errors).
+
+mod sparse_util;
 
 use stevedore_core::tar::{
     self, read_archive, write_archive, EntryKind, Event, Format, Header, Limits, TarReader,
@@ -18,14 +21,29 @@ enum Item {
     Data(Vec<u8>),
     EntryEnd,
     End,
+    /// The data reported reached the cap of [`log_chunked_capped`]; reading stopped.
+    Capped,
 }
 
 /// Feeds `input` in chunks of the sizes `sizes` yields (cycled), then calls `finish`.
 fn log_chunked(input: &[u8], sizes: &mut dyn FnMut() -> usize) -> Result<Vec<Item>, Error> {
-    let mut reader = TarReader::new(Limits::default());
+    log_chunked_capped(input, sizes, usize::MAX)
+}
+
+/// [`log_chunked`], stopping once `cap` data bytes were reported (a mutated sparse header can
+/// claim an exabyte of holes). The log keeps exactly `cap` bytes, so it does not depend on the
+/// chunking either.
+fn log_chunked_capped(
+    input: &[u8],
+    sizes: &mut dyn FnMut() -> usize,
+    cap: usize,
+) -> Result<Vec<Item>, Error> {
+    // Sparse entries on (refused by default), so that chunking and mutations reach them too.
+    let mut reader = TarReader::new(sparse_util::sparse_limits());
     let mut log = Vec::new();
     let mut pos = 0;
     let mut ended = false;
+    let mut total = 0usize;
     while pos < input.len() && !ended {
         let n = sizes().max(1).min(input.len() - pos);
         let mut chunk = &input[pos..pos + n];
@@ -42,12 +60,23 @@ fn log_chunked(input: &[u8], sizes: &mut dyn FnMut() -> usize) -> Result<Vec<Ite
                 }
                 Event::Entry(h) => log.push(Item::Entry(h.clone())),
                 Event::Data(d) => {
-                    // Data borrows the caller's input: it must point into it.
+                    // Data borrows the caller's input: it must point into it, unless it is
+                    // the zero fill of a sparse file's hole (which consumes nothing).
                     let range = before.as_ptr_range();
-                    assert!(range.contains(&d.as_ptr()) && !d.is_empty());
+                    assert!(!d.is_empty());
+                    assert!(
+                        range.contains(&d.as_ptr()) || (tar::is_hole(d) && used == 0),
+                        "data outside the input"
+                    );
+                    let d = &d[..d.len().min(cap - total)];
+                    total += d.len();
                     match log.last_mut() {
                         Some(Item::Data(acc)) => acc.extend_from_slice(d),
                         _ => log.push(Item::Data(d.to_vec())),
+                    }
+                    if total == cap {
+                        log.push(Item::Capped);
+                        return Ok(log);
                     }
                 }
                 Event::EntryEnd => log.push(Item::EntryEnd),
@@ -709,6 +738,7 @@ fn bad_fields_name_the_entry_and_offset() {
             "0x01",
         ),
         (
+            // Typeflag S with POSIX magic: star's sparse layout, not GNU's.
             block(b"sparse", b'S', 100, |_| {}),
             "ERR_TAR_UNSUPPORTED",
             "sparse",
@@ -768,13 +798,16 @@ fn bad_fields_name_the_entry_and_offset() {
             "{msg}"
         );
     }
-    // PAX sparse records are rejected as well.
-    let mut archive = ext(b'x', &pax_records(&[(b"GNU.sparse.size", b"100")]));
-    archive.extend_from_slice(&block(b"f", b'0', 0, |_| {}));
-    assert_eq!(
-        read_one(&archive).unwrap_err().code(),
-        "ERR_TAR_UNSUPPORTED"
+    // PAX sparse records of a format version GNU tar never wrote (tests/tar_sparse.rs has
+    // the formats that are read, and their errors).
+    let mut archive = ext(
+        b'x',
+        &pax_records(&[(b"GNU.sparse.major", b"2"), (b"GNU.sparse.minor", b"0")]),
     );
+    archive.extend_from_slice(&block(b"f", b'0', 0, |_| {}));
+    let err = read_one(&archive).unwrap_err();
+    assert_eq!(err.code(), "ERR_TAR_UNSUPPORTED");
+    assert!(err.to_string().contains("GNU sparse format 2.0"), "{err}");
 }
 
 #[test]
@@ -815,6 +848,7 @@ fn limits_are_enforced() {
     let limits = Limits {
         max_extension_size: 1000,
         max_entry_metadata: 3000,
+        ..Limits::default()
     };
     let read = |archive: &[u8]| read_archive(archive, limits);
     // One record over the per-record cap: refused from its header, before buffering.
@@ -907,10 +941,21 @@ fn end_marker_and_trailing_bytes() {
 fn boundaries(archive: &[u8]) -> Vec<usize> {
     let got = read_archive(archive, Limits::default()).unwrap();
     let mut out: Vec<usize> = got.iter().map(|(h, _)| h.offset as usize).collect();
+    // Right after an entry's data, before its padding: a clean end, as Go's archive/tar reads
+    // it (umoci ≤ 0.4.7 writes such layers).
+    out.extend(data_ends(&got));
     out.push(archive.len() - 1024);
     out.push(archive.len() - 512);
     out.push(archive.len());
     out
+}
+
+/// Where the data of each non-sparse entry with data ends.
+fn data_ends(got: &[(Header, Vec<u8>)]) -> Vec<usize> {
+    got.iter()
+        .filter(|(h, _)| !h.sparse && h.size > 0)
+        .map(|(h, _)| (h.data_offset() + h.size) as usize)
+        .collect()
 }
 
 #[test]
@@ -957,6 +1002,89 @@ fn truncation_at_every_cut_point() {
     }
 }
 
+/// GNU sparse entries of every format between two plain files: an old GNU map with two
+/// extension blocks, PAX 0.0, 0.1 and 1.0, and an all-hole file longer than one zero buffer.
+fn sparse_sample() -> Vec<u8> {
+    use sparse_util::*;
+    let mut out = regular("head", b"plain\n");
+    let many: Vec<(u64, u64)> = (0..30).map(|i| (i * 100 + 5, 7)).collect();
+    out.extend_from_slice(&old_gnu("old", 4000, &many, &stored_for(&many)));
+    let map = [(0, 700), (1500, 20), (3000, 0)];
+    let stored = stored_for(&map);
+    out.extend_from_slice(&pax00("zero", 3000, &map, &stored));
+    out.extend_from_slice(&pax01("one", 3000, &map, &stored));
+    out.extend_from_slice(&pax10("ten", 3000, &map, &stored));
+    out.extend_from_slice(&old_gnu("hole", 200_000, &[(200_000, 0)], b""));
+    out.extend_from_slice(&regular("tail", b"end\n"));
+    end(&mut out);
+    out
+}
+
+#[test]
+fn sparse_truncation_at_every_cut_point() {
+    let archive = sparse_sample();
+    let got = read_archive(&archive, sparse_util::sparse_limits()).unwrap();
+    assert_eq!(got.len(), 7);
+    assert!(got[1..6].iter().all(|(h, _)| h.sparse));
+    // Each entry spans from its first block to the next entry's first block.
+    let mut starts: Vec<usize> = got.iter().map(|(h, _)| h.offset as usize).collect();
+    starts.push(archive.len() - 1024);
+    let mut ok_at = starts.clone();
+    ok_at.extend([archive.len() - 512, archive.len()]);
+    ok_at.extend(data_ends(&got));
+    for cut in 0..=archive.len() {
+        let result = read_archive(&archive[..cut], sparse_util::sparse_limits());
+        if ok_at.contains(&cut) || cut == 0 {
+            let entries = result.unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+            assert_eq!(entries[..], got[..entries.len()], "cut {cut}");
+            continue;
+        }
+        let err = result.unwrap_err();
+        assert_eq!(err.code(), "ERR_TAR_TRUNCATED", "cut {cut}: {err}");
+        let Error::TarTruncated { end, entry, .. } = &err else {
+            unreachable!()
+        };
+        assert_eq!(*end, cut as u64);
+        // Past an entry's own header (extension blocks, a 1.0 map, data) the message names it.
+        for (i, (h, _)) in got.iter().enumerate() {
+            if (h.data_offset() as usize) <= cut && cut < starts[i + 1] {
+                let name = String::from_utf8_lossy(&h.path).into_owned();
+                assert_eq!(entry.as_deref(), Some(&name[..]), "cut {cut}: {err}");
+                assert!(
+                    err.to_string()
+                        .contains(&format!("offset {}", h.header_offset)),
+                    "cut {cut}: {err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn sparse_chunk_sizes_give_the_same_events() {
+    let archive = sparse_sample();
+    let whole = log_whole(&archive).unwrap();
+    assert_eq!(whole.last(), Some(&Item::End));
+    let hole = entries(&whole)
+        .into_iter()
+        .find(|(h, _)| h.path == b"hole")
+        .unwrap();
+    assert_eq!((hole.0.size, hole.1.len()), (200_000, 200_000));
+    for size in 1..=13 {
+        assert_eq!(
+            log_chunked(&archive, &mut || size).unwrap(),
+            whole,
+            "{size}"
+        );
+    }
+    let mut rng = Rng(0x5eed);
+    for _ in 0..50 {
+        let max = [2, 600, 5000][rng.below(3) as usize];
+        let log = log_chunked(&archive, &mut || rng.below(max) as usize + 1).unwrap();
+        assert_eq!(log, whole);
+    }
+}
+
 #[test]
 fn truncation_message_names_entry_and_offset() {
     let archive = write(Format::Pax, &sample_entries());
@@ -966,8 +1094,14 @@ fn truncation_message_names_entry_and_offset() {
         "tar: entry \"dir/big.bin\" at offset 1024: archive truncated after 1636 bytes: \
          entry data is missing 1400 of 1500 bytes"
     );
-    let err = read_archive(&archive[..1024 + 512 + 1500], Limits::default()).unwrap_err();
-    assert!(err.to_string().contains("padding"), "{err}");
+    // Cut right after the data: a clean end (Go reads it so); inside the padding: truncated.
+    assert!(read_archive(&archive[..1024 + 512 + 1500], Limits::default()).is_ok());
+    let err = read_archive(&archive[..1024 + 512 + 1500 + 10], Limits::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("padding after the entry's data is missing 26 of 36 bytes"),
+        "{err}"
+    );
     let err = read_archive(&archive[..1024 + 188], Limits::default()).unwrap_err();
     assert!(
         err.to_string()
@@ -1166,11 +1300,15 @@ fn random_mutations_never_panic_and_chunking_never_changes_the_answer() {
     sample.push((x, vec![1; 30]));
     let mut gnu = sample.clone();
     gnu.last_mut().unwrap().0.xattrs.clear();
-    let bases = [write(Format::Pax, &sample), write(Format::Gnu, &gnu)];
+    let bases = [
+        write(Format::Pax, &sample),
+        write(Format::Gnu, &gnu),
+        sparse_sample(),
+    ];
     let mut rng = Rng(0x0123_4567_89ab_cdef);
     let iterations = if cfg!(debug_assertions) { 5000 } else { 50000 };
     for i in 0..iterations {
-        let base = &bases[i % 2];
+        let base = &bases[i % bases.len()];
         let mut m = base.clone();
         let edits = 1 + rng.below(8);
         for _ in 0..edits {
@@ -1200,9 +1338,12 @@ fn random_mutations_never_panic_and_chunking_never_changes_the_answer() {
                 break;
             }
         }
-        let whole = log_whole(&m);
+        // A mutated sparse header may claim any logical size: read at most 16 MiB of data.
+        let cap = 16 << 20;
+        let len = m.len().max(1);
+        let whole = log_chunked_capped(&m, &mut || len, cap);
         let size = 1 + rng.below(700) as usize;
-        let chunked = log_chunked(&m, &mut || size);
+        let chunked = log_chunked_capped(&m, &mut || size, cap);
         assert_eq!(whole, chunked, "iteration {i}, chunk size {size}");
     }
 }

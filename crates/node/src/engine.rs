@@ -144,6 +144,9 @@ fn apply_options(env: Env, o: napi_value) -> JsResult<ApplyOptions> {
     if let Some(n) = opt_u64(env, o, "maxEntries")? {
         opts.limits.max_entries = n;
     }
+    if let Some(n) = opt_u64(env, o, "maxSparseEntries")? {
+        opts.limits.tar.max_sparse_entries = n;
+    }
     Ok(opts)
 }
 

@@ -39,6 +39,13 @@ export interface ApplyLayerOptions {
   maxUncompressedBytes?: number;
   maxRatio?: number;
   maxEntries?: number;
+  /**
+   * GNU sparse files (holes written as zeros): refused by default (ERR_TAR_UNSUPPORTED), since
+   * holes cost no archive bytes; above 0, the most map fragments one sparse file may have
+   * (65536 is plenty). The total size of regular files then counts against
+   * `maxUncompressedBytes`.
+   */
+  maxSparseEntries?: number;
   /** Called about every `progressIntervalMs` (default 100) while the layer is applied. */
   onProgress?: (progress: LayerProgress) => void;
   progressIntervalMs?: number;

@@ -160,7 +160,8 @@ export class WireReader {
 /** Events of a streaming tar read. `data` is a view into the chunk given to that `push`. */
 export type TarEvent =
   | { type: 'entry'; header: EntryRecord }
-  | { type: 'data'; data: Uint8Array }
+  /** `hole`: zero bytes of a sparse entry's hole (not in the input: `data` is a fresh array). */
+  | { type: 'data'; data: Uint8Array; hole?: true }
   | { type: 'entry-end'; digest: string | undefined }
   | { type: 'end' };
 
@@ -183,6 +184,7 @@ export function decodeTarEvents(
       const d = r.text();
       into.push({ type: 'entry-end', digest: d || undefined });
     } else if (tag === 4) into.push({ type: 'end' });
+    else if (tag === 5) into.push({ type: 'data', data: new Uint8Array(r.u32()), hole: true });
     else throw new Error(`wire: unknown tar event tag ${tag}`);
   }
   return into;

@@ -128,6 +128,41 @@ describe('applyLayer', () => {
   });
 });
 
+describe('applyLayer of GNU sparse files (GNU tar --sparse)', () => {
+  // A 4 MiB file with 3 data bytes at 1 MiB and 5 at the end: holes everywhere else.
+  const dir = join(work, 'sparse-src');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, 'holey');
+  writeFileSync(file, '');
+  execFileSync('truncate', ['-s', String(4 << 20), file]);
+  execFileSync('dd', ['of=' + file, 'bs=1', `seek=${1 << 20}`, 'conv=notrunc', 'status=none'], { input: 'abc' });
+  execFileSync('dd', ['of=' + file, 'bs=1', `seek=${(4 << 20) - 5}`, 'conv=notrunc', 'status=none'], {
+    input: 'tail!',
+  });
+  const want = readFileSync(file);
+  const archives = ['gnu', 'pax'].map((format) => {
+    const tar = join(work, `sparse-${format}.tar`);
+    execFileSync('tar', ['-C', dir, `--format=${format}`, '--sparse', '-cf', tar, 'holey']);
+    return { format, tar };
+  });
+
+  it.each(archives)(
+    '$format: refused by default, naming the entry; extracted with maxSparseEntries',
+    async ({ tar }) => {
+      expect(readFileSync(tar).length).toBeLessThan(64 << 10); // the holes are not in the archive
+      const off = mkdtempSync(join(work, 'sp-off-'));
+      await expect(applyLayer(tar, off, { mode: 'apply' })).rejects.toMatchObject({
+        code: 'ERR_TAR_UNSUPPORTED',
+        message: expect.stringContaining('holey'),
+      });
+      expect(readdirSync(off)).toEqual([]);
+      const out = mkdtempSync(join(work, 'sp-on-'));
+      await applyLayer(tar, out, { mode: 'apply', maxSparseEntries: 1024 });
+      expect(readFileSync(join(out, 'holey')).equals(want)).toBe(true);
+    },
+  );
+});
+
 describe('applyLayer of a file still being written (GrowingFile)', () => {
   /** Writes `blob` in pieces to an already created file (the reader opens it right away). */
   async function writeSlowly(fh: Awaited<ReturnType<typeof open>>, blob: Uint8Array, g: GrowingFile, failAt?: number) {

@@ -322,7 +322,9 @@ impl<E: EntrySink> Sink<'_, E> {
         if let Some(h) = &mut self.hasher {
             h.update(input);
         }
-        while !input.is_empty() {
+        // Until `NeedMore` (which comes with all input consumed), not until the input is used
+        // up: the holes of a sparse file, and the end of an entry, may come after its last byte.
+        loop {
             if self.ended {
                 // Only zero padding may follow the end marker: a second archive hidden after
                 // it would be extracted by some readers (GNU tar -i) and not by others.
@@ -338,15 +340,16 @@ impl<E: EntrySink> Sink<'_, E> {
             }
             let (used, event) = self.reader.next_event(input)?;
             match event {
-                Event::NeedMore => {}
+                Event::NeedMore => return Ok(()),
                 Event::Entry(header) => self.applier.entry(header)?,
+                // Holes of sparse files arrive as zeros and are written as such (the `Fs` has
+                // no hole punching; the extracted file takes its full logical size on disk).
                 Event::Data(data) => self.applier.data(data)?,
                 Event::EntryEnd => self.applier.end_entry()?,
                 Event::End => self.ended = true,
             }
             input = &input[used..];
         }
-        Ok(())
     }
 
     fn finish(&mut self) -> Result<()> {
@@ -628,6 +631,10 @@ pub(crate) struct Cfg {
     record_owner: bool,
     max_entries: u64,
     max_entry_size: u64,
+    /// Sizes of the regular files so far. Without sparse files the stream is longer than
+    /// this; a sparse file's holes are written as zeros but cost no stream bytes, so its
+    /// logical size is what the layer-size cap holds against.
+    file_bytes: u64,
 }
 
 impl Cfg {
@@ -640,11 +647,13 @@ impl Cfg {
             record_owner: opts.record_owner,
             max_entries: opts.limits.max_entries,
             max_entry_size: opts.limits.max_uncompressed_bytes,
+            file_bytes: 0,
         }
     }
 
-    /// The entry-count and entry-size caps, checked on every header.
-    pub(crate) fn check_entry(&self, h: &Header, entries: u64, shown: &str) -> Result<()> {
+    /// The entry-count and entry-size caps, checked on every header; for sparse entries also
+    /// the total of file sizes (the bytes extraction writes), against the layer-size cap.
+    pub(crate) fn check_entry(&mut self, h: &Header, entries: u64, shown: &str) -> Result<()> {
         if entries > self.max_entries {
             return Err(Error::LayerLimit {
                 entry: Some(shown.to_string()),
@@ -659,6 +668,17 @@ impl Cfg {
                 what: "entry size",
                 limit: self.max_entry_size,
                 found: h.size,
+            });
+        }
+        self.file_bytes = self.file_bytes.saturating_add(h.size);
+        // Only sparse entries can push the total past the stream size; checking them alone
+        // leaves the errors of other oversized layers as they were.
+        if h.sparse && self.file_bytes > self.max_entry_size {
+            return Err(Error::LayerLimit {
+                entry: Some(shown.to_string()),
+                what: "uncompressed layer size (sparse files expanded)",
+                limit: self.max_entry_size,
+                found: self.file_bytes,
             });
         }
         Ok(())

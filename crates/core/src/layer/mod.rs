@@ -20,6 +20,12 @@
 //! files; they pass 1 MiB chunks through a channel of 4, so memory stays flat whatever the size
 //! of the layer. The progress callback runs on the calling thread after each chunk.
 //!
+//! GNU sparse entries (see [`crate::tar`]) are extracted as regular files of their logical
+//! size, holes written as zeros: the [`Fs`] has no hole punching and the diff_id is over the
+//! raw archive either way. Since holes cost no stream bytes, the sizes of all regular files
+//! together are held against [`ApplyLimits::max_uncompressed_bytes`] once a sparse entry is
+//! seen.
+//!
 //! Whiteouts follow [`WhiteoutMode`]; the names and conversions are those of
 //! [`crate::overlay`], defined once. Later entries of a layer replace earlier ones (any type by
 //! any type; a directory over a directory merges and takes the new metadata).
@@ -95,7 +101,8 @@ pub enum WhiteoutMode {
 /// Caps checked while applying. All have defaults; all errors say which cap was hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApplyLimits {
-    /// Largest uncompressed stream (tar bytes). Default 64 GiB.
+    /// Largest uncompressed stream (tar bytes); with sparse files, also the largest total size
+    /// of the regular files (what extraction writes). Default 64 GiB.
     pub max_uncompressed_bytes: u64,
     /// Largest ratio of uncompressed to compressed bytes, checked once more than
     /// [`ratio_grace_bytes`](Self::ratio_grace_bytes) were produced. Default 1100: gzip cannot

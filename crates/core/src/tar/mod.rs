@@ -32,7 +32,8 @@
 //! ```
 //!
 //! Each entry yields `Entry(&Header)`, then zero or more `Data(&[u8])` slices of the caller's
-//! input, then `EntryEnd` once the entry's data and its padding to 512 bytes are consumed. Two
+//! input (or, for the holes of a sparse file, of a static zero buffer: see "Sparse files"),
+//! then `EntryEnd` once the entry's data and its padding to 512 bytes are consumed. Two
 //! zero blocks yield `End`; after `End` the reader consumes nothing more (GNU tar pads archives
 //! to a 10240-byte record with zeros; what to do with trailing bytes is the caller's choice).
 //! `NeedMore` always comes with all of the input consumed (partial blocks and extension records
@@ -44,8 +45,8 @@
 //! offset.
 //!
 //! Formats understood: V7, ustar (with the 155-byte prefix joined as `prefix/name`), star, GNU
-//! (`L` long names, `K` long link names, base-256 numbers) and PAX (`x` per entry, `g` global).
-//! Entry names are raw bytes; nothing assumes UTF-8.
+//! (`L` long names, `K` long link names, base-256 numbers, `S` sparse files) and PAX (`x` per
+//! entry, `g` global, GNU's sparse records). Entry names are raw bytes; nothing assumes UTF-8.
 //!
 //! Precedence of values, highest first: the entry's own PAX `x` records, GNU `L`/`K` long
 //! names, global PAX `g` records, the header block. PAX values are applied literally, as GNU tar
@@ -57,9 +58,40 @@
 //! NULs included) and `LIBARCHIVE.xattr.<percent-encoded name>` (base64 value; when both forms
 //! name the same attribute the later record wins, keeping the first position). `atime` and
 //! `ctime` are ignored, as are unknown keys. `path`, `linkpath`, `uname` and `gname` must not
-//! contain NUL. Any `GNU.sparse.*` key, and typeflag `S`, are rejected
-//! ([`Error::TarUnsupported`](crate::Error::TarUnsupported)), as are the GNU multi-volume,
-//! volume-label, dumpdir and old long-name types (`M`, `V`, `D`, `N`).
+//! contain NUL. `GNU.sparse.*` keys are read as described under "Sparse files"; an unknown
+//! one is [`Error::TarUnsupported`](crate::Error::TarUnsupported), as are the GNU
+//! multi-volume, volume-label, dumpdir and old long-name types (`M`, `V`, `D`, `N`).
+//!
+//! # Sparse files
+//!
+//! GNU tar's sparse entries (`tar --sparse`) are presented as regular files: the header's
+//! `size` is the logical (real) size and the `Data` events give the logical content, holes as
+//! zero bytes, so consumers need not know. Zero fill comes from a static buffer instead of the
+//! input ([`is_hole`] tells such slices apart, and those events consume no input); a hole is
+//! never buffered, whatever its size. [`Header::sparse`] marks these entries; the raw archive
+//! bytes are untouched (digests over them do not change). Formats read, as GNU tar 1.34 and
+//! Go's archive/tar write and read them:
+//! * old GNU (typeflag `S`, GNU magic only): four map descriptors in the header, more in
+//!   extension blocks of 21 while `isextended` is set, the logical size in `realsize`;
+//! * PAX 0.0 (`GNU.sparse.size`, `GNU.sparse.numblocks`, alternating `GNU.sparse.offset` /
+//!   `GNU.sparse.numbytes` records) and 0.1 (the same with one `GNU.sparse.map=o,n,o,n…`);
+//! * PAX 1.0 (`GNU.sparse.major=1`, `minor=0`, `GNU.sparse.realsize`): the map is at the start
+//!   of the entry's data as decimal lines (count, then offset and length of each fragment),
+//!   zero-padded to 512 bytes, followed by the fragments.
+//!
+//! `GNU.sparse.name` (0.1, 1.0) replaces the entry's name (it beats a PAX `path`). The
+//! `Entry` event of an entry whose map follows its header (extension blocks, 1.0) comes once
+//! the map is read and checked. The map is validated strictly, since readers that disagree
+//! about it disagree about file content: numbers are plain decimals (PAX) or header numbers
+//! (old GNU); fragments are in order and do not overlap (each starts at or after the previous
+//! one's end; zero-length fragments, which GNU tar writes at the end, are allowed); each ends
+//! within the logical size, which is at most 2^63 - 1; their lengths add up to exactly the
+//! stored data; the version is 0.0, 0.1 or 1.0; the PAX records are complete and do not
+//! contradict each other; the padding after a 1.0 map is zero. Where GNU tar and Go read an
+//! old GNU map differently (a descriptor that is half empty, an empty descriptor followed by
+//! a set `isextended`) the entry is malformed. Sparse records on anything but a regular file,
+//! in a global header or together with typeflag `S` are malformed too. At most
+//! [`Limits::max_sparse_entries`] fragments are kept.
 //!
 //! Strictness, so that no two readers can disagree about where an entry's data ends:
 //! * only regular files carry data: a hard link, symlink, device, directory or FIFO whose
@@ -77,8 +109,9 @@
 //! allowed, an empty field is 0) or GNU base-256. Device numbers are only read for character
 //! and block devices.
 //!
-//! Limits ([`Limits`]) cap each extension record (PAX or GNU long name) and all header metadata
-//! of one entry (its header blocks plus extension data), and the global PAX state.
+//! Limits ([`Limits`]) cap each extension record (PAX or GNU long name), all header metadata
+//! of one entry (its header blocks plus extension data), the global PAX state and the sparse
+//! map of one entry.
 //!
 //! # Writing
 //!
@@ -117,7 +150,7 @@ mod pax;
 mod reader;
 mod writer;
 
-pub use reader::{read_archive, Event, TarReader};
+pub use reader::{is_hole, read_archive, Event, TarReader};
 pub use writer::{write_archive, TarWriter};
 
 /// Size of a tar block; headers are one block, data is padded to a multiple of it.
@@ -203,7 +236,8 @@ pub struct Header {
     /// Group name, raw bytes.
     pub gname: Vec<u8>,
     /// Number of data bytes (uncompressed, without padding). Always 0 for kinds other than
-    /// [`EntryKind::Regular`].
+    /// [`EntryKind::Regular`]. For a sparse entry read from an archive, the logical size
+    /// (holes included), not what the archive stores.
     pub size: u64,
     pub mtime: Timestamp,
     /// Device numbers; 0 unless `kind` is a character or block device.
@@ -217,6 +251,11 @@ pub struct Header {
     /// Reader only: archive offset of the entry's own (ustar) header block; its data starts
     /// 512 bytes later. Ignored by the writer.
     pub header_offset: u64,
+    /// Reader only: the entry was stored as a GNU sparse file. Its `Data` events still give
+    /// the whole logical content, but the archive does not hold `size` contiguous bytes at
+    /// [`data_offset`](Self::data_offset) (old GNU extension blocks come first, a 1.0 map
+    /// starts the data, holes are not stored). Ignored by the writer.
+    pub sparse: bool,
 }
 
 impl Header {
@@ -236,7 +275,8 @@ impl Header {
         }
     }
 
-    /// Archive offset of the entry's first data byte.
+    /// Archive offset of the entry's first data byte (for a [`sparse`](Self::sparse) entry,
+    /// of its first stored byte after its own header block).
     pub fn data_offset(&self) -> u64 {
         self.header_offset + BLOCK_SIZE as u64
     }
@@ -252,6 +292,9 @@ pub struct Limits {
     /// the data of every extension record before it. Also caps the global PAX state kept
     /// across entries. Default 2 MiB.
     pub max_entry_metadata: u64,
+    /// Largest number of fragments in the map of one sparse entry (each costs 16 bytes of
+    /// memory while the entry is read). Default 65536 (1 MiB of map).
+    pub max_sparse_entries: u64,
 }
 
 impl Default for Limits {
@@ -259,6 +302,7 @@ impl Default for Limits {
         Limits {
             max_extension_size: 1 << 20,
             max_entry_metadata: 2 << 20,
+            max_sparse_entries: 0,
         }
     }
 }
@@ -297,6 +341,14 @@ pub(crate) mod field {
     /// star's shorter prefix (followed by atime and ctime).
     pub const STAR_PREFIX: Range<usize> = 345..476;
     pub const STAR_TRAILER: Range<usize> = 508..512;
+    /// Old GNU sparse header (typeflag `S`): four `(offset, numbytes)` descriptors of 12 + 12
+    /// bytes, the `isextended` flag and the logical size.
+    pub const GNU_SPARSE: usize = 386;
+    pub const GNU_ISEXTENDED: usize = 482;
+    pub const GNU_REALSIZE: Range<usize> = 483..495;
+    /// Old GNU sparse extension block: 21 descriptors, then `isextended`.
+    pub const EXT_SPARSE_COUNT: usize = 21;
+    pub const EXT_ISEXTENDED: usize = 504;
 }
 
 /// A name for error messages: valid UTF-8 kept, other bytes and controls as `\xNN`, at most

@@ -16,6 +16,27 @@ pub(crate) struct Overrides {
     pub gname: Option<Vec<u8>>,
     pub mtime: Option<Timestamp>,
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// `GNU.sparse.*` records (GNU tar's PAX sparse formats 0.0, 0.1 and 1.0).
+    pub sparse: SparseRecords,
+}
+
+/// The `GNU.sparse.*` records of one PAX header, as found; the reader decides what they mean.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct SparseRecords {
+    /// Some `GNU.sparse.*` record was seen.
+    pub any: bool,
+    pub major: Option<u64>,
+    pub minor: Option<u64>,
+    /// `GNU.sparse.size` (formats 0.x) and `GNU.sparse.realsize` (1.0): the logical size.
+    pub size: Option<u64>,
+    pub realsize: Option<u64>,
+    pub numblocks: Option<u64>,
+    /// `GNU.sparse.name` (0.1, 1.0): the real name; the header holds `GNUSparseFile.<pid>/…`.
+    pub name: Option<Vec<u8>>,
+    /// `GNU.sparse.map` (0.1): `offset,numbytes,…`.
+    pub map: Option<Vec<u64>>,
+    /// `GNU.sparse.offset` / `GNU.sparse.numbytes` records (0.0), alternating, in order.
+    pub pairs: Vec<u64>,
 }
 
 impl Overrides {
@@ -29,6 +50,7 @@ impl Overrides {
         self.gname = None;
         self.mtime = None;
         self.xattrs.clear();
+        self.sparse = SparseRecords::default();
     }
 
     /// Bytes held, roughly; used to cap the global state.
@@ -43,6 +65,8 @@ impl Overrides {
                 .iter()
                 .map(|(k, v)| (k.len() + v.len()) as u64)
                 .sum::<u64>()
+            + opt(&self.sparse.name)
+            + 8 * (self.sparse.map.as_ref().map_or(0, Vec::len) + self.sparse.pairs.len()) as u64
     }
 }
 
@@ -61,6 +85,8 @@ pub(crate) struct Context<'a> {
     pub offset: u64,
     /// The entry's name when already known (from an earlier GNU long name or PAX path).
     pub entry: Option<&'a [u8]>,
+    /// Cap on sparse map entries ([`Limits::max_sparse_entries`](super::Limits)).
+    pub max_sparse_entries: u64,
 }
 
 impl Context<'_> {
@@ -190,17 +216,87 @@ fn apply(key: &[u8], value: &[u8], into: &mut Overrides, cx: &Context<'_>) -> Re
             set_xattr(&mut into.xattrs, &name, decoded);
         }
         _ if key.starts_with(GNU_SPARSE) => {
-            return Err(Error::TarUnsupported {
-                entry: cx.entry(),
-                offset: cx.offset,
-                feature: format!(
-                    "GNU sparse file (PAX record {}); sparse entries are rejected",
-                    display_name(key)
-                ),
-            });
+            apply_sparse(&key[GNU_SPARSE.len()..], value, into, cx)?
         }
         // atime, ctime, charset, comment, hdrcharset, SCHILY.* and unknown keys.
         _ => {}
+    }
+    Ok(())
+}
+
+/// One `GNU.sparse.<name>` record. Numbers are plain decimals (no sign, no spaces); whether
+/// they make a valid map is checked by the reader once the entry's header is complete.
+fn apply_sparse(name: &[u8], value: &[u8], into: &mut Overrides, cx: &Context<'_>) -> Result<()> {
+    let u64_max = u64::MAX.to_string();
+    let number = |field: &'static str, v: &[u8]| {
+        num::parse_decimal(v).map_err(|e| cx.number(field, v, e, &u64_max))
+    };
+    // Two numbers per map entry; checked before growing, so memory follows the cap.
+    let max_numbers = cx.max_sparse_entries.saturating_mul(2);
+    let too_many = |found: u64| Error::TarLimit {
+        entry: cx.entry(),
+        offset: cx.offset,
+        what: "sparse map entries",
+        limit: cx.max_sparse_entries,
+        found,
+    };
+    let sparse = &mut into.sparse;
+    sparse.any = true;
+    match name {
+        b"major" => sparse.major = Some(number("PAX GNU.sparse.major", value)?),
+        b"minor" => sparse.minor = Some(number("PAX GNU.sparse.minor", value)?),
+        b"size" => sparse.size = Some(number("PAX GNU.sparse.size", value)?),
+        b"realsize" => sparse.realsize = Some(number("PAX GNU.sparse.realsize", value)?),
+        b"numblocks" => sparse.numblocks = Some(number("PAX GNU.sparse.numblocks", value)?),
+        b"name" => {
+            // Go ignores an empty name and GNU tar uses it: refuse rather than pick one.
+            if value.is_empty() || value.contains(&0) {
+                return Err(
+                    cx.malformed("PAX GNU.sparse.name is empty or contains a NUL byte".into())
+                );
+            }
+            sparse.name = Some(value.to_vec());
+        }
+        b"map" => {
+            let mut map = Vec::new();
+            if !value.is_empty() {
+                for (i, v) in value.split(|&b| b == b',').enumerate() {
+                    if i as u64 >= max_numbers {
+                        let found = value.iter().filter(|&&b| b == b',').count() as u64 / 2 + 1;
+                        return Err(too_many(found));
+                    }
+                    map.push(number("PAX GNU.sparse.map", v)?);
+                }
+            }
+            sparse.map = Some(map);
+        }
+        b"offset" | b"numbytes" => {
+            // Format 0.0 repeats these records: they must alternate, offset first (as Go
+            // checks), and they accumulate instead of replacing each other.
+            let want_offset = sparse.pairs.len() % 2 == 0;
+            if want_offset != (name == b"offset") {
+                return Err(cx.malformed(format!(
+                    "PAX GNU.sparse.{} record out of order (offset and numbytes must alternate)",
+                    display_name(name)
+                )));
+            }
+            if sparse.pairs.len() as u64 >= max_numbers {
+                return Err(too_many(sparse.pairs.len() as u64 / 2 + 1));
+            }
+            let field = if want_offset {
+                "PAX GNU.sparse.offset"
+            } else {
+                "PAX GNU.sparse.numbytes"
+            };
+            sparse.pairs.push(number(field, value)?);
+        }
+        _ => {
+            return Err(Error::TarUnsupported {
+                entry: cx.entry(),
+                offset: cx.offset,
+                feature: format!("PAX record GNU.sparse.{}", display_name(name)),
+            })
+        }
     }
     Ok(())
 }
@@ -292,6 +388,7 @@ mod tests {
             &Context {
                 offset: 0,
                 entry: None,
+                max_sparse_entries: 4,
             },
         )?;
         Ok(o)
@@ -334,6 +431,38 @@ mod tests {
     }
 
     #[test]
+    fn sparse_records_are_kept_and_0_0_pairs_accumulate() {
+        let mut data = Vec::new();
+        push_record(&mut data, b"GNU.sparse.size", b"100");
+        push_record(&mut data, b"GNU.sparse.numblocks", b"2");
+        for (k, v) in [
+            ("offset", "0"),
+            ("numbytes", "5"),
+            ("offset", "90"),
+            ("numbytes", "10"),
+        ] {
+            push_record(
+                &mut data,
+                format!("GNU.sparse.{k}").as_bytes(),
+                v.as_bytes(),
+            );
+        }
+        push_record(&mut data, b"GNU.sparse.name", b"real/name");
+        push_record(&mut data, b"GNU.sparse.map", b"");
+        let o = parse(&data).unwrap();
+        let sparse = &o.sparse;
+        assert!(sparse.any);
+        assert_eq!((sparse.size, sparse.numblocks), (Some(100), Some(2)));
+        assert_eq!(sparse.pairs, [0, 5, 90, 10]);
+        assert_eq!(sparse.map.as_deref(), Some(&[][..]));
+        assert_eq!(sparse.name.as_deref(), Some(&b"real/name"[..]));
+        assert!(o.held_bytes() > 0);
+        let mut cleared = o.clone();
+        cleared.clear();
+        assert_eq!(cleared.sparse, SparseRecords::default());
+    }
+
+    #[test]
     fn bad_records_are_errors() {
         let rec = |k: &[u8], v: &[u8]| {
             let mut out = Vec::new();
@@ -356,7 +485,15 @@ mod tests {
             (rec(b"size", b"99999999999999999999"), "ERR_TAR_OVERFLOW"),
             (rec(b"path", b"a\0b"), "ERR_TAR_MALFORMED"),
             (rec(b"a\0b", b"c"), "ERR_TAR_MALFORMED"),
-            (rec(b"GNU.sparse.major", b"1"), "ERR_TAR_UNSUPPORTED"),
+            (rec(b"GNU.sparse.major", b"x"), "ERR_TAR_BAD_NUMBER"),
+            (rec(b"GNU.sparse.map", b"1,,2"), "ERR_TAR_BAD_NUMBER"),
+            (
+                rec(b"GNU.sparse.map", b"1,2,3,4,5,6,7,8,9,10"),
+                "ERR_TAR_LIMIT",
+            ),
+            (rec(b"GNU.sparse.numbytes", b"1"), "ERR_TAR_MALFORMED"),
+            (rec(b"GNU.sparse.name", b""), "ERR_TAR_MALFORMED"),
+            (rec(b"GNU.sparse.other", b"1"), "ERR_TAR_UNSUPPORTED"),
             (rec(b"LIBARCHIVE.xattr.a", b"@@"), "ERR_TAR_MALFORMED"),
             (rec(b"LIBARCHIVE.xattr.%zz", b""), "ERR_TAR_MALFORMED"),
             (rec(b"SCHILY.xattr.", b""), "ERR_TAR_MALFORMED"),

@@ -2,7 +2,7 @@
 
 use super::field;
 use super::num::{self, NumError};
-use super::pax::{self, Overrides};
+use super::pax::{self, Overrides, SparseRecords};
 use super::{display_name, EntryKind, Header, Limits, Timestamp, BLOCK_SIZE};
 use crate::error::{Error, Result};
 
@@ -13,7 +13,9 @@ pub enum Event<'h, 'd> {
     NeedMore,
     /// A new entry begins. Clone the header to keep it past the next call.
     Entry(&'h Header),
-    /// The next bytes of the current entry's data: a sub-slice of the input, never copied.
+    /// The next bytes of the current entry's data: a sub-slice of the input, never copied; or,
+    /// inside a hole of a sparse entry, zeros from a static buffer ([`is_hole`]), consuming
+    /// no input.
     Data(&'d [u8]),
     /// The current entry's data and padding are fully consumed.
     EntryEnd,
@@ -54,10 +56,61 @@ enum State {
     },
     /// Skipping the padding after an extension header's data.
     ExtPadding { remaining: u32 },
-    /// Inside an entry: `remaining` data bytes, then `pad` padding bytes, then `EntryEnd`.
+    /// Inside an entry: `remaining` data bytes, then `EntryEnd`, then `pad` padding bytes.
     Data { remaining: u64, pad: u32 },
+    /// Skipping the padding after an entry's data (its `EntryEnd` was reported).
+    DataPadding { remaining: u32 },
+    /// Reading the extension blocks of an old GNU sparse header (buffered in `block`).
+    SparseExt,
+    /// Reading a PAX 1.0 sparse map from the start of the entry's data.
+    SparseMap(MapState),
+    /// Inside a sparse entry: stored fragments and zero-filled holes, then padding.
+    Sparse(SparseState),
     /// The end-of-archive marker was read (or `finish` succeeded).
     End,
+}
+
+/// Where the PAX 1.0 map reader is: decimal lines (count, then offset and length of each
+/// fragment), then zero padding to the next block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MapState {
+    /// Stored bytes of the entry not read yet (map, its padding and the fragments).
+    remaining: u64,
+    /// Map bytes read so far.
+    read: u64,
+    /// Fragments announced by the first line; `None` until it is read.
+    count: Option<u64>,
+    /// Offset of the fragment whose length comes next.
+    half: Option<u64>,
+    /// The number being read and its digit count.
+    value: u64,
+    digits: u8,
+    /// All lines read: skipping the zero padding.
+    padding: bool,
+}
+
+/// Progress through a sparse entry's logical content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SparseState {
+    /// Index in `sparse_map` of the next fragment.
+    next: usize,
+    /// Logical offset of the next byte to report.
+    logical: u64,
+    /// Stored bytes left in the current fragment (0 in a hole).
+    fragment: u64,
+    /// Stored bytes left in the whole entry.
+    stored: u64,
+    pad: u32,
+}
+
+/// How a sparse entry's map is stored.
+enum SparseFormat {
+    /// Typeflag `S`; `extended` when extension blocks follow the header.
+    OldGnu { extended: bool },
+    /// PAX 0.0 / 0.1: the map is in the PAX records.
+    Pax0(Vec<u64>),
+    /// PAX 1.0: the map starts the entry's data.
+    Pax1,
 }
 
 /// Internal event, free of borrows so errors can be recorded before building [`Event`].
@@ -65,6 +118,8 @@ enum Ev {
     NeedMore,
     Entry,
     Data(usize, usize),
+    /// Zero fill of this many bytes (a hole of a sparse entry).
+    Hole(usize),
     EntryEnd,
     End,
 }
@@ -96,6 +151,11 @@ pub struct TarReader {
     header: Header,
     /// Total bytes (data + padding) of the current entry, for truncation messages.
     entry_size: u64,
+    /// Data bytes the current entry stores (its size field; less than `header.size` for a
+    /// sparse entry).
+    stored_size: u64,
+    /// The fragments `(offset, length)` of the current sparse entry, in order.
+    sparse_map: Vec<(u64, u64)>,
     failed: Option<Error>,
 }
 
@@ -118,6 +178,8 @@ impl TarReader {
             global: Overrides::default(),
             header: Header::default(),
             entry_size: 0,
+            stored_size: 0,
+            sparse_map: Vec::new(),
             failed: None,
         }
     }
@@ -154,6 +216,7 @@ impl TarReader {
             Ev::NeedMore => Event::NeedMore,
             Ev::Entry => Event::Entry(&self.header),
             Ev::Data(start, len) => Event::Data(&input[start..start + len]),
+            Ev::Hole(len) => Event::Data(&ZEROS[..len]),
             Ev::EntryEnd => Event::EntryEnd,
             Ev::End => Event::End,
         };
@@ -220,28 +283,61 @@ impl TarReader {
                 self.entry_start.unwrap_or(0),
                 format!("extension header padding is missing {remaining} bytes"),
             ),
-            State::Data { remaining, pad } => {
-                let entry = Some(display_name(&self.header.path));
-                let offset = self.header.header_offset;
-                if remaining > 0 {
-                    truncated(
-                        entry,
-                        offset,
-                        format!(
-                            "entry data is missing {remaining} of {} bytes",
-                            self.header.size
-                        ),
-                    )
+            State::Data { remaining, .. } => truncated(
+                Some(display_name(&self.header.path)),
+                self.header.header_offset,
+                format!(
+                    "entry data is missing {remaining} of {} bytes",
+                    self.stored_size
+                ),
+            ),
+            State::DataPadding { remaining } => {
+                let total = (self.entry_size - self.stored_size) as u32;
+                if remaining == total {
+                    // Cut right after the last entry's data: a clean end for Go (io.EOF
+                    // before any padding byte), so for docker and umoci too.
+                    Ok(())
                 } else {
                     truncated(
-                        entry,
-                        offset,
-                        format!(
-                            "padding after the entry's data is missing {pad} of {} bytes",
-                            self.entry_size - self.header.size
-                        ),
+                        Some(display_name(&self.header.path)),
+                        self.header.header_offset,
+                        format!("padding after the entry's data is missing {remaining} of {total} bytes"),
                     )
                 }
+            }
+            State::SparseExt => truncated(
+                Some(display_name(&self.header.path)),
+                self.header.header_offset,
+                format!("sparse extension block has {} of 512 bytes", self.block_len),
+            ),
+            State::SparseMap(m) => truncated(
+                Some(display_name(&self.header.path)),
+                self.header.header_offset,
+                format!(
+                    "sparse map is incomplete after {} bytes ({} of {} stored bytes missing)",
+                    m.read, m.remaining, self.stored_size
+                ),
+            ),
+            State::Sparse(s) => {
+                let entry = Some(display_name(&self.header.path));
+                let offset = self.header.header_offset;
+                let reason = if s.stored > 0 {
+                    format!(
+                        "sparse entry data is missing {} of {} stored bytes",
+                        s.stored, self.stored_size
+                    )
+                } else if s.pad > 0 {
+                    format!(
+                        "padding after the entry's data is missing {} of {} bytes",
+                        s.pad,
+                        self.entry_size - self.stored_size
+                    )
+                } else {
+                    // Everything was consumed, but the caller stopped before the last hole
+                    // and `EntryEnd` (call `next_event` until `NeedMore`).
+                    "the end of the sparse entry was not read".into()
+                };
+                truncated(entry, offset, reason)
             }
         }
     }
@@ -249,8 +345,10 @@ impl TarReader {
     /// The name of the entry being assembled, if an extension header already gave it.
     fn pending_name(&self) -> Option<String> {
         self.pax
-            .path
+            .sparse
+            .name
             .as_deref()
+            .or(self.pax.path.as_deref())
             .or(self.long_name.as_deref())
             .map(display_name)
     }
@@ -273,21 +371,29 @@ impl TarReader {
                         self.pos += n as u64;
                         return Ok((used + n, Ev::Data(used, n)));
                     }
-                    if pad > 0 {
-                        if avail == 0 {
-                            return Ok((used, Ev::NeedMore));
-                        }
-                        let n = (pad as usize).min(avail);
-                        self.pos += n as u64;
-                        used += n;
-                        let pad = pad - n as u32;
-                        self.state = State::Data { remaining: 0, pad };
-                        if pad > 0 {
-                            return Ok((used, Ev::NeedMore));
-                        }
-                    }
-                    self.state = State::Header;
+                    // The entry ends with its data; its padding is skipped after, so that an
+                    // archive cut right there (no padding, no end marker: umoci ≤ 0.4.7's
+                    // layers) ends cleanly at `finish`, as Go's archive/tar reads it.
+                    self.state = if pad > 0 {
+                        State::DataPadding { remaining: pad }
+                    } else {
+                        State::Header
+                    };
                     return Ok((used, Ev::EntryEnd));
+                }
+                State::DataPadding { remaining } => {
+                    if avail == 0 {
+                        return Ok((used, Ev::NeedMore));
+                    }
+                    let n = (remaining as usize).min(avail);
+                    self.pos += n as u64;
+                    used += n;
+                    let remaining = remaining - n as u32;
+                    self.state = if remaining > 0 {
+                        State::DataPadding { remaining }
+                    } else {
+                        State::Header
+                    };
                 }
                 State::Header => {
                     let offset;
@@ -360,6 +466,90 @@ impl TarReader {
                     }
                     self.state = State::Header;
                 }
+                State::SparseExt => {
+                    let n = (BLOCK_SIZE - self.block_len).min(avail);
+                    self.block[self.block_len..self.block_len + n]
+                        .copy_from_slice(&input[used..used + n]);
+                    self.block_len += n;
+                    self.pos += n as u64;
+                    used += n;
+                    if self.block_len < BLOCK_SIZE {
+                        return Ok((used, Ev::NeedMore));
+                    }
+                    self.block_len = 0;
+                    let block = self.block;
+                    if self.on_sparse_ext(&block, self.pos - BLOCK_SIZE as u64)? {
+                        return Ok((used, Ev::Entry));
+                    }
+                }
+                State::SparseMap(m) => {
+                    if m.remaining == 0 {
+                        return Err(self.sparse_error(
+                            self.header.header_offset,
+                            format!(
+                                "sparse map does not end within the entry's {} stored bytes",
+                                self.stored_size
+                            ),
+                        ));
+                    }
+                    if avail == 0 {
+                        return Ok((used, Ev::NeedMore));
+                    }
+                    let n = m.remaining.min(avail as u64) as usize;
+                    let (consumed, done) = self.read_map(&input[used..used + n], m)?;
+                    self.pos += consumed as u64;
+                    used += consumed;
+                    if done {
+                        return Ok((used, Ev::Entry));
+                    }
+                }
+                State::Sparse(mut s) => {
+                    if s.fragment > 0 {
+                        if avail == 0 {
+                            return Ok((used, Ev::NeedMore));
+                        }
+                        let n = s.fragment.min(avail as u64) as usize;
+                        s.fragment -= n as u64;
+                        s.stored -= n as u64;
+                        s.logical += n as u64;
+                        self.pos += n as u64;
+                        self.state = State::Sparse(s);
+                        return Ok((used + n, Ev::Data(used, n)));
+                    }
+                    let hole_end = match self.sparse_map.get(s.next) {
+                        Some(&(offset, len)) if offset == s.logical => {
+                            s.next += 1;
+                            s.fragment = len;
+                            self.state = State::Sparse(s);
+                            continue;
+                        }
+                        Some(&(offset, _)) => offset,
+                        None => self.header.size,
+                    };
+                    if s.logical < hole_end {
+                        // The map was validated, so holes end where fragments (or the file)
+                        // begin; zeros are never buffered, whatever the hole's size.
+                        let n = (hole_end - s.logical).min(ZEROS.len() as u64) as usize;
+                        s.logical += n as u64;
+                        self.state = State::Sparse(s);
+                        return Ok((used, Ev::Hole(n)));
+                    }
+                    if s.pad > 0 {
+                        if avail == 0 {
+                            return Ok((used, Ev::NeedMore));
+                        }
+                        let n = (s.pad as usize).min(avail);
+                        self.pos += n as u64;
+                        used += n;
+                        s.pad -= n as u32;
+                        self.state = State::Sparse(s);
+                        if s.pad > 0 {
+                            return Ok((used, Ev::NeedMore));
+                        }
+                    }
+                    self.state = State::Header;
+                    return Ok((used, Ev::EntryEnd));
+                }
                 State::End => return Ok((used, Ev::End)),
             }
         }
@@ -414,8 +604,9 @@ impl TarReader {
             return Ok(None);
         }
         self.check_meta(offset)?;
-        self.build_entry(block, offset, typeflag)?;
-        Ok(Some(Ev::Entry))
+        let ready = self.build_entry(block, offset, typeflag)?;
+        // A sparse entry whose map follows the header reports `Entry` once the map is read.
+        Ok(ready.then_some(Ev::Entry))
     }
 
     fn check_meta(&self, offset: u64) -> Result<()> {
@@ -479,13 +670,16 @@ impl TarReader {
             ExtKind::Pax | ExtKind::Global => {
                 let known = self
                     .pax
-                    .path
+                    .sparse
+                    .name
                     .as_deref()
+                    .or(self.pax.path.as_deref())
                     .or(self.long_name.as_deref())
                     .map(<[u8]>::to_vec);
                 let cx = pax::Context {
                     offset,
                     entry: known.as_deref(),
+                    max_sparse_entries: self.limits.max_sparse_entries,
                 };
                 let target = if kind == ExtKind::Pax {
                     &mut self.pax
@@ -493,6 +687,14 @@ impl TarReader {
                     &mut self.global
                 };
                 pax::parse_records(&self.ext, target, &cx)?;
+                if kind == ExtKind::Global && self.global.sparse.any {
+                    // A map for every following entry makes no sense; no writer does it.
+                    return Err(Error::TarMalformed {
+                        entry: None,
+                        offset,
+                        reason: "GNU.sparse records in a global PAX header".into(),
+                    });
+                }
                 if kind == ExtKind::Global {
                     let held = self.global.held_bytes();
                     if held > self.limits.max_entry_metadata {
@@ -514,8 +716,10 @@ impl TarReader {
         Ok(())
     }
 
-    /// Fills `self.header` from the block and the pending overrides, then moves to `Data`.
-    fn build_entry(&mut self, block: &[u8; BLOCK_SIZE], offset: u64, typeflag: u8) -> Result<()> {
+    /// Fills `self.header` from the block and the pending overrides, then moves to `Data` (or
+    /// to reading a sparse map). Returns whether the entry is ready to report.
+    fn build_entry(&mut self, block: &[u8; BLOCK_SIZE], offset: u64, typeflag: u8) -> Result<bool> {
+        let sparse_records = std::mem::take(&mut self.pax.sparse);
         let magic = &block[field::MAGIC];
         let ustar = magic == b"ustar\0";
         let gnu = magic == b"ustar " && &block[field::VERSION] == b" \0";
@@ -525,11 +729,12 @@ impl TarReader {
         let h = &mut self.header;
         let (pax, global) = (&self.pax, &self.global);
 
-        // Path: PAX x > GNU L > PAX g > prefix/name.
+        // Path: GNU.sparse.name > PAX x > GNU L > PAX g > prefix/name.
         h.path.clear();
-        if let Some(p) = pax
-            .path
+        if let Some(p) = sparse_records
+            .name
             .as_ref()
+            .or(pax.path.as_ref())
             .or(self.long_name.as_ref())
             .or(global.path.as_ref())
         {
@@ -552,7 +757,7 @@ impl TarReader {
         let entry = || Some(display_name(path));
 
         let kind = match typeflag {
-            b'0' | b'7' => {
+            b'0' | b'7' | b'S' => {
                 if path.last() == Some(&b'/') {
                     return Err(Error::TarMalformed {
                         entry: entry(),
@@ -573,9 +778,8 @@ impl TarReader {
             b'4' => EntryKind::BlockDevice,
             b'5' => EntryKind::Directory,
             b'6' => EntryKind::Fifo,
-            b'S' | b'M' | b'V' | b'D' | b'N' => {
+            b'M' | b'V' | b'D' | b'N' => {
                 let feature = match typeflag {
-                    b'S' => "GNU sparse file (type 'S'); sparse entries are rejected",
                     b'M' => "GNU multi-volume continuation (type 'M')",
                     b'V' => "GNU volume label (type 'V')",
                     b'D' => "GNU incremental dump directory (type 'D')",
@@ -629,6 +833,49 @@ impl TarReader {
             Some(v) => v,
             None => unsigned(field::SIZE, "size")?,
         };
+        let sparse = if typeflag == b'S' {
+            if !gnu {
+                return Err(Error::TarUnsupported {
+                    entry: entry(),
+                    offset,
+                    feature: "sparse entry (type 'S') without the GNU magic (star's sparse \
+                              layout is not read)"
+                        .into(),
+                });
+            }
+            if sparse_records.any {
+                return Err(Error::TarMalformed {
+                    entry: entry(),
+                    offset,
+                    reason: "old GNU sparse entry (type 'S') also has PAX GNU.sparse records"
+                        .into(),
+                });
+            }
+            let real = unsigned(field::GNU_REALSIZE, "realsize")?;
+            let extended = block[field::GNU_ISEXTENDED] != 0;
+            Some((SparseFormat::OldGnu { extended }, real))
+        } else if sparse_records.any {
+            if kind != EntryKind::Regular {
+                return Err(Error::TarMalformed {
+                    entry: entry(),
+                    offset,
+                    reason: format!("{} entry has PAX GNU.sparse records", kind_name(kind)),
+                });
+            }
+            Some(pax_sparse(sparse_records, entry(), offset)?)
+        } else {
+            None
+        };
+        if let Some((_, real)) = &sparse {
+            // Go reads sizes as int64: a bigger logical size would be read differently.
+            if *real > i64::MAX as u64 {
+                return Err(overflow(
+                    "realsize",
+                    i128::from(*real),
+                    i64::MAX.to_string(),
+                ));
+            }
+        }
         let mtime = match pax.mtime.or(global.mtime) {
             Some(t) => t,
             None => {
@@ -706,30 +953,390 @@ impl TarReader {
                 pax::set_xattr(&mut h.xattrs, &name, value);
             }
         }
+        if sparse.is_some() && self.limits.max_sparse_entries == 0 {
+            // Off by default (the project's security rules): a sparse entry's holes cost no
+            // archive bytes, so a small layer could claim terabytes.
+            return Err(Error::TarUnsupported {
+                entry: entry(),
+                offset,
+                feature: "GNU sparse file (refused by default; allow with a max_sparse_entries \
+                          limit above 0)"
+                    .into(),
+            });
+        }
         h.kind = kind;
         h.mode = mode;
         h.uid = uid;
         h.gid = gid;
-        h.size = size;
+        h.size = sparse.as_ref().map_or(size, |(_, real)| *real);
         h.mtime = mtime;
         h.dev_major = dev_major;
         h.dev_minor = dev_minor;
         h.offset = self.entry_start.unwrap_or(offset);
         h.header_offset = offset;
+        h.sparse = sparse.is_some();
 
         self.entry_size = total;
-        self.state = State::Data {
-            remaining: size,
-            pad: pad as u32,
-        };
+        self.stored_size = size;
         self.pax.clear();
         self.long_name = None;
         self.long_link = None;
         self.pending_ext = None;
         self.entry_start = None;
         self.meta = 0;
+        self.sparse_map.clear();
+        if self.sparse_map.capacity() > 4096 {
+            // Do not keep a huge map's memory for the rest of the archive.
+            self.sparse_map = Vec::new();
+        }
+        let Some((format, _)) = sparse else {
+            self.state = State::Data {
+                remaining: size,
+                pad: pad as u32,
+            };
+            return Ok(true);
+        };
+        match format {
+            SparseFormat::OldGnu { extended } => {
+                let descriptors = &block[field::GNU_SPARSE..field::GNU_ISEXTENDED];
+                self.read_descriptors(descriptors, extended, offset)?;
+                if extended {
+                    self.state = State::SparseExt;
+                    return Ok(false);
+                }
+                self.start_sparse(size)?;
+            }
+            SparseFormat::Pax0(numbers) => {
+                for pair in numbers.chunks_exact(2) {
+                    self.push_fragment(pair[0], pair[1], offset)?;
+                }
+                self.start_sparse(size)?;
+            }
+            SparseFormat::Pax1 => {
+                self.state = State::SparseMap(MapState {
+                    remaining: size,
+                    read: 0,
+                    count: None,
+                    half: None,
+                    value: 0,
+                    digits: 0,
+                    padding: false,
+                });
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// An error about the current sparse entry's map.
+    fn sparse_error(&self, offset: u64, reason: String) -> Error {
+        Error::TarMalformed {
+            entry: Some(display_name(&self.header.path)),
+            offset,
+            reason,
+        }
+    }
+
+    fn push_fragment(&mut self, offset: u64, len: u64, at: u64) -> Result<()> {
+        if self.sparse_map.len() as u64 >= self.limits.max_sparse_entries {
+            return Err(Error::TarLimit {
+                entry: Some(display_name(&self.header.path)),
+                offset: at,
+                what: "sparse map entries",
+                limit: self.limits.max_sparse_entries,
+                found: self.sparse_map.len() as u64 + 1,
+            });
+        }
+        self.sparse_map.push((offset, len));
         Ok(())
     }
+
+    /// Reads old GNU sparse descriptors (`offset`, `numbytes`: 12 bytes each) from a header
+    /// or an extension block at archive offset `at`.
+    fn read_descriptors(&mut self, descriptors: &[u8], extended: bool, at: u64) -> Result<()> {
+        let mut empty_at = None;
+        for (i, d) in descriptors.chunks_exact(24).enumerate() {
+            if d.iter().all(|&b| b == 0) {
+                empty_at.get_or_insert(i);
+                continue;
+            }
+            // GNU tar stops at the first empty `numbytes`, Go at the first empty `offset`:
+            // anything where they could part ways is refused.
+            if let Some(first) = empty_at {
+                return Err(self.sparse_error(
+                    at,
+                    format!("sparse descriptor {i} follows the empty descriptor {first}"),
+                ));
+            }
+            if d[0] == 0 || d[12] == 0 {
+                return Err(self.sparse_error(at, format!("sparse descriptor {i} is half empty")));
+            }
+            let number = |raw: &[u8], name: &'static str| -> Result<u64> {
+                let entry = || Some(display_name(&self.header.path));
+                let v =
+                    num::parse_numeric(raw).map_err(|e| number_error(e, name, raw, entry(), at))?;
+                u64::try_from(v).map_err(|_| Error::TarOverflow {
+                    entry: entry(),
+                    offset: at,
+                    field: name,
+                    found: v.to_string(),
+                    max: u64::MAX.to_string(),
+                })
+            };
+            let offset = number(&d[..12], "sparse offset")?;
+            let len = number(&d[12..], "sparse numbytes")?;
+            self.push_fragment(offset, len, at)?;
+        }
+        if extended {
+            if let Some(first) = empty_at {
+                return Err(self.sparse_error(
+                    at,
+                    format!(
+                        "sparse descriptor {first} is empty but isextended is set (GNU tar \
+                         would stop there, Go would read the next block)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one old GNU sparse extension block. Returns whether the map is complete (the
+    /// entry is then ready to report).
+    fn on_sparse_ext(&mut self, block: &[u8; BLOCK_SIZE], offset: u64) -> Result<bool> {
+        let extended = block[field::EXT_ISEXTENDED] != 0;
+        let descriptors = &block[..field::EXT_SPARSE_COUNT * 24];
+        self.read_descriptors(descriptors, extended, offset)?;
+        if extended {
+            return Ok(false);
+        }
+        let data = self.stored_size;
+        self.start_sparse(data)?;
+        Ok(true)
+    }
+
+    /// Reads PAX 1.0 map bytes (`bytes` never goes past the entry's stored data). Returns how
+    /// many were consumed and whether the map, with its padding, is complete.
+    fn read_map(&mut self, bytes: &[u8], mut m: MapState) -> Result<(usize, bool)> {
+        const FIELD: &str = "sparse map";
+        for (i, &b) in bytes.iter().enumerate() {
+            let at = self.pos + i as u64;
+            m.read += 1;
+            m.remaining -= 1;
+            let entry = || Some(display_name(&self.header.path));
+            if m.padding {
+                if b != 0 {
+                    return Err(self.sparse_error(
+                        at,
+                        "non-zero byte in the padding after the sparse map".into(),
+                    ));
+                }
+            } else if b.is_ascii_digit() {
+                // 20 digits hold any u64; more is only leading zeros or an overflow, and
+                // the cap keeps a line of a million zeros from being read to its end.
+                let value = m
+                    .value
+                    .checked_mul(10)
+                    .and_then(|v| v.checked_add(u64::from(b - b'0')));
+                m.value = match value {
+                    Some(v) if m.digits < 20 => v,
+                    _ => {
+                        let found = if m.digits < 20 {
+                            format!("{}{}…", m.value, b as char)
+                        } else {
+                            "with more than 20 digits".into()
+                        };
+                        return Err(Error::TarOverflow {
+                            entry: entry(),
+                            offset: at,
+                            field: "sparse map number",
+                            found,
+                            max: u64::MAX.to_string(),
+                        });
+                    }
+                };
+                m.digits += 1;
+            } else if b == b'\n' && m.digits > 0 {
+                let v = m.value;
+                m.value = 0;
+                m.digits = 0;
+                match (m.count, m.half) {
+                    (None, _) => {
+                        if v > self.limits.max_sparse_entries {
+                            return Err(Error::TarLimit {
+                                entry: entry(),
+                                offset: at,
+                                what: "sparse map entries",
+                                limit: self.limits.max_sparse_entries,
+                                found: v,
+                            });
+                        }
+                        m.count = Some(v);
+                    }
+                    (Some(_), None) => m.half = Some(v),
+                    (Some(_), Some(offset)) => {
+                        m.half = None;
+                        self.push_fragment(offset, v, at)?;
+                    }
+                }
+                m.padding = m.half.is_none() && m.count == Some(self.sparse_map.len() as u64);
+            } else {
+                return Err(Error::TarBadNumber {
+                    entry: entry(),
+                    offset: at,
+                    field: FIELD,
+                    found: format!(
+                        "{:?} where a digit or a newline after one was expected",
+                        display_name(&[b])
+                    ),
+                });
+            }
+            if m.padding && m.read % BLOCK_SIZE as u64 == 0 {
+                self.start_sparse(m.remaining)?;
+                return Ok((i + 1, true));
+            }
+        }
+        self.state = State::SparseMap(m);
+        Ok((bytes.len(), false))
+    }
+
+    /// Checks the complete map against the logical size and the `data` bytes stored after it,
+    /// then moves to reading the entry's content.
+    fn start_sparse(&mut self, data: u64) -> Result<()> {
+        let real = self.header.size;
+        let at = self.header.header_offset;
+        let mut end = 0u64;
+        let mut total = 0u64;
+        for (i, &(offset, len)) in self.sparse_map.iter().enumerate() {
+            if offset < end {
+                return Err(self.sparse_error(
+                    at,
+                    format!(
+                        "sparse map entry {i} (offset {offset}) starts before the end of the \
+                         previous one ({end}): entries must be in order and not overlap"
+                    ),
+                ));
+            }
+            end = match offset.checked_add(len).filter(|&e| e <= real) {
+                Some(e) => e,
+                None => {
+                    return Err(self.sparse_error(
+                        at,
+                        format!(
+                            "sparse map entry {i} (offset {offset}, {len} bytes) ends past the \
+                             real size {real}"
+                        ),
+                    ))
+                }
+            };
+            // Fragments are disjoint and within `real`, so this cannot overflow.
+            total += len;
+        }
+        if total != data {
+            return Err(self.sparse_error(
+                at,
+                format!("sparse map fragments add up to {total} bytes but the entry stores {data}"),
+            ));
+        }
+        self.state = State::Sparse(SparseState {
+            next: 0,
+            logical: 0,
+            fragment: 0,
+            stored: data,
+            pad: padding(self.stored_size) as u32,
+        });
+        Ok(())
+    }
+}
+
+/// Decides what an entry's PAX `GNU.sparse.*` records mean: the map format (with the map for
+/// 0.x) and the logical size.
+fn pax_sparse(r: SparseRecords, entry: Option<String>, offset: u64) -> Result<(SparseFormat, u64)> {
+    let malformed = |reason: String| Error::TarMalformed {
+        entry: entry.clone(),
+        offset,
+        reason,
+    };
+    let has_map = r.map.is_some() || !r.pairs.is_empty();
+    let version_1 = match (r.major, r.minor) {
+        (Some(0), Some(0 | 1)) => false,
+        (Some(1), Some(0)) => true,
+        // 0.0 and 0.1 have no version records: a map says which.
+        (None, None) if has_map => false,
+        (Some(major), Some(minor)) => {
+            return Err(Error::TarUnsupported {
+                entry: entry.clone(),
+                offset,
+                feature: format!("GNU sparse format {major}.{minor}"),
+            })
+        }
+        (None, None) => {
+            return Err(malformed(
+                "PAX GNU.sparse records without a sparse map or a format version".into(),
+            ))
+        }
+        _ => {
+            return Err(malformed(
+                "PAX GNU.sparse.major and GNU.sparse.minor must come together".into(),
+            ))
+        }
+    };
+    let real = match (r.size, r.realsize) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(malformed(format!(
+                "PAX GNU.sparse.size {a} and GNU.sparse.realsize {b} disagree"
+            )))
+        }
+        (a, b) => a.or(b).ok_or_else(|| {
+            malformed("sparse entry has no GNU.sparse.size or GNU.sparse.realsize".into())
+        })?,
+    };
+    if version_1 {
+        if has_map || r.numblocks.is_some() {
+            return Err(malformed(
+                "sparse format 1.0 keeps its map in the data, yet the PAX header has map \
+                 records too"
+                    .into(),
+            ));
+        }
+        return Ok((SparseFormat::Pax1, real));
+    }
+    let numbers = match (r.map, r.pairs.is_empty()) {
+        (Some(_), false) => {
+            return Err(malformed(
+                "both GNU.sparse.map and GNU.sparse.offset/numbytes records".into(),
+            ))
+        }
+        (Some(map), true) => map,
+        (None, _) => r.pairs,
+    };
+    if numbers.len() % 2 != 0 {
+        return Err(malformed(
+            "sparse map has an offset without its length".into(),
+        ));
+    }
+    let blocks = r
+        .numblocks
+        .ok_or_else(|| malformed("sparse format 0.x entry has no GNU.sparse.numblocks".into()))?;
+    if blocks != (numbers.len() / 2) as u64 {
+        return Err(malformed(format!(
+            "GNU.sparse.numblocks is {blocks} but the map has {} entries",
+            numbers.len() / 2
+        )));
+    }
+    Ok((SparseFormat::Pax0(numbers), real))
+}
+
+/// Zero fill for the holes of sparse entries: `Data` events point into it.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// Whether a `Data` slice is zero fill for a hole of a sparse entry (it then points into a
+/// static buffer, not into the caller's input, and consumed no input). Never true for data
+/// that came from the archive.
+pub fn is_hole(data: &[u8]) -> bool {
+    let zeros = ZEROS.as_ptr_range();
+    let range = data.as_ptr_range();
+    !data.is_empty() && zeros.start <= range.start && range.end <= zeros.end
 }
 
 fn kind_name(kind: EntryKind) -> &'static str {

@@ -3,7 +3,7 @@
  * of a tar archive). Every blob is verified: documents when read, layers while streaming, and,
  * with `verify` (the default), every layer's digest and diff_id eagerly when the image is opened.
  */
-import { type Digest, hasNativeEngine, StevedoreError, sha256, TarReader, verifyLayerFile } from '@stevedore/core';
+import { type Digest, hasNativeEngine, StevedoreError, sha256, verifyLayerFile } from '@stevedore/core';
 import type { DocumentLimits } from '../json.js';
 import { layerCompression } from '../media-types.js';
 import type { Image, Layer } from '../model.js';
@@ -232,11 +232,6 @@ async function verifyLayerFiles(
           maxUncompressedBytes: maxLayerBytes,
         });
       } catch (e) {
-        // umoci ≤ 0.4.7 `insert` ends its layers right after the last entry's data (no padding,
-        // no end-of-archive blocks), which Go's archive/tar — so docker, containerd and umoci —
-        // read as a clean end. The core's reader refuses it; accept exactly that shape, after
-        // checking digest and diff_id on the streaming path.
-        if (e instanceof StevedoreError && e.code === 'ERR_TAR_TRUNCATED' && (await endsAfterLastData(l))) continue;
         failed = true;
         // The engine's code (ERR_DIGEST_MISMATCH, ERR_TAR_*, ERR_LAYER_LIMIT, ...) with the context.
         if (e instanceof StevedoreError) {
@@ -248,45 +243,4 @@ async function verifyLayerFiles(
   };
   // Each verification keeps two threads busy (decompression, hashing).
   await Promise.all(Array.from({ length: Math.min(2, image.layers.length) }, worker));
-}
-
-/**
- * Whether a layer's tar (read through `uncompressed()`, so digest and diff_id are verified on the
- * way) ends exactly where its last entry's data ends: every entry complete, only the final
- * padding and the end-of-archive blocks missing. Go's archive/tar reports that as a clean end.
- * False for any other truncation; a digest or diff_id mismatch throws.
- */
-async function endsAfterLastData(layer: Layer): Promise<boolean> {
-  const reader = new TarReader({ withData: true });
-  let pos = 0; // offset of the current chunk in the tar
-  let remaining = 0; // data bytes the current entry still owes
-  let dataEnd = -1; // offset just after the last data byte seen
-  const take = (events: ReturnType<TarReader['push']>, chunk: Uint8Array | undefined) => {
-    for (const e of events) {
-      if (e.type === 'entry') {
-        remaining = e.header.size;
-        dataEnd = -1;
-      } else if (e.type === 'data') {
-        remaining -= e.data.length;
-        if (chunk) dataEnd = pos + (e.data.byteOffset - chunk.byteOffset) + e.data.length;
-      } else if (e.type === 'entry-end') {
-        dataEnd = -1;
-      }
-    }
-  };
-  for await (const chunk of layer.uncompressed()) {
-    try {
-      take(reader.push(chunk), chunk);
-    } catch {
-      return false; // some other damage: the engine's error stands
-    }
-    pos += chunk.length;
-  }
-  // Here the stream completed: digest and diff_id matched.
-  try {
-    take(reader.end(), undefined);
-    return true; // not truncated after all
-  } catch (e) {
-    return e instanceof StevedoreError && e.code === 'ERR_TAR_TRUNCATED' && remaining === 0 && dataEnd === pos;
-  }
 }
