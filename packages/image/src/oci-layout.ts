@@ -188,7 +188,8 @@ export class OciLayoutReader {
   static async openDir(dir: string, options: ReadOptions = {}): Promise<OciLayoutReader> {
     const max = options.limits?.maxBytes ?? 4 * 1024 * 1024;
     const root = await realpath(dir).catch(() => undefined);
-    if (root === undefined) throw new ArchiveError('ERR_ARCHIVE_FORMAT', `${dir}: no such directory`);
+    if (root === undefined)
+      throw new ArchiveError('ERR_ARCHIVE_FORMAT', `${dir}: no such directory: not an OCI image layout`);
     const read = async (name: string) => {
       const p = await insideLayout(root, name);
       const s = p === undefined ? undefined : await stat(p);
