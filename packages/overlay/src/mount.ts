@@ -8,7 +8,7 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { StevedoreError } from '@stevedore/core';
@@ -86,6 +86,13 @@ export async function mount(
     fail('ERR_OVERLAY_UNAVAILABLE', `mount ${image}: ${FUSE_OVERLAYFS} not found`);
   }
   await mkdir(target, { recursive: true });
+  // A second overlay stacked on the first hides it until one umount, then shows the first
+  // again: almost always a mistake, so refused (as a mount point in use).
+  const real = await realpath(target);
+  const busy = listMounts().find((m) => m.target === real);
+  if (busy) {
+    fail('ERR_ALREADY_MOUNTED', `mount ${image}: ${real} is already a ${busy.fstype} mount point (umount it first)`);
+  }
   const info: MountInfo = {
     target: path.resolve(target),
     imageId: img.id.toString(),

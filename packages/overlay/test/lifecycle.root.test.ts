@@ -77,6 +77,8 @@ describe.skipIf(!isRoot)('image lifecycle on the store', () => {
     await mount(store, 'life:committed', target);
     mounted.push(target);
     const before = walkTree(target);
+    // A second mount on the same mount point would hide the first: refused.
+    await expect(mount(store, 'life:1', target)).rejects.toMatchObject({ code: 'ERR_ALREADY_MOUNTED' });
     const id = (await store.image('life:committed')).id.toString();
     // Its top layer is its own (the rest is shared with life:1): deleting it would empty the
     // mounted tree, so the rmi is refused, naming the mount, and nothing changes.
