@@ -251,6 +251,15 @@ describe('OCI layouts other tools write', () => {
     );
   });
 
+  it('a layer whose media type says gzip but whose bytes are a plain tar reads by its bytes, as docker does', async () => {
+    const dir = tmp('mislabelled');
+    const m = handImage(dir, { config: configFor([base, app]), stored: [base, app], mediaType: OCI_LAYER_GZIP });
+    writeLayoutIndex(dir, [m]);
+    const img = await (await OciLayoutReader.openDir(dir)).image(); // native verification: by bytes
+    expect(await collect(img.layers[1]!.uncompressed())).toEqual(app); // the JS path: by bytes too
+    await convertEverywhere(img);
+  });
+
   it('zstd (…tar+zstd) layers: verified, decompressed, converted to a docker-archive; a corrupt frame is named', async () => {
     const dir = tmp('zstd');
     const src = tmp('zstd-src');

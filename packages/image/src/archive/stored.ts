@@ -12,11 +12,9 @@ import {
   ArchiveError,
   DEFAULT_MAX_LAYERS,
   drain,
-  gunzip,
   maybeDecompress,
   type Opener,
   readAll,
-  unzstd,
   verified,
 } from './io.js';
 
@@ -94,15 +92,9 @@ export class StoredLayer implements Layer {
 
   uncompressed(): AsyncIterable<Uint8Array> {
     const what = `${this.what}: layer ${this.digest.toString()}`;
-    const c = layerCompression(this.mediaType);
-    const raw =
-      c === 'gzip'
-        ? gunzip(this.compressed(), what, this.maxBytes)
-        : c === 'zstd'
-          ? unzstd(this.compressed(), what, this.maxBytes)
-          : c === 'none'
-            ? this.compressed()
-            : maybeDecompress(() => this.compressed(), what, this.maxBytes);
+    // By the bytes, not the media type, as docker and the native engine do: a `+gzip` layer
+    // that is really a plain tar reads the same on every path.
+    const raw = maybeDecompress(() => this.compressed(), what, this.maxBytes);
     return verified(raw, { digest: this.diffId }, `${what}: diff_id`);
   }
 }
