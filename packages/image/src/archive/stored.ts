@@ -8,15 +8,7 @@ import type { DocumentLimits } from '../json.js';
 import { layerCompression } from '../media-types.js';
 import type { Image, Layer } from '../model.js';
 import { type ImageConfig, type ImageManifest, parseConfig, parseImageManifest } from '../schema.js';
-import {
-  ArchiveError,
-  DEFAULT_MAX_LAYERS,
-  drain,
-  maybeDecompress,
-  type Opener,
-  readAll,
-  verified,
-} from './io.js';
+import { ArchiveError, DEFAULT_MAX_LAYERS, drain, maybeDecompress, type Opener, readAll, verified } from './io.js';
 
 /** Options of every reader. */
 export interface ReadOptions {
