@@ -19,14 +19,15 @@
 //!
 //! The tests skip (pass with a note on stderr) when `tar` is not GNU tar.
 
+mod gnu_util;
+
+use gnu_util::{gnu_tar_available, run, TempDir};
 use std::collections::BTreeSet;
 use std::ffi::{CString, OsStr};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
 use stevedore_core::tar::{
     read_archive, write_archive, EntryKind, Event, Format, Header, Limits, TarReader, TarWriter,
@@ -61,53 +62,6 @@ extern "C" {
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { geteuid() == 0 }
-}
-
-fn gnu_tar_available() -> bool {
-    let ok = Command::new("tar")
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("GNU tar"))
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("skipping: `tar` is not GNU tar");
-    }
-    ok
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path =
-            std::env::temp_dir().join(format!("stevedore-tar-{tag}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn run(cmd: &str, args: &[&OsStr], cwd: Option<&Path>) -> Vec<u8> {
-    let mut c = Command::new(cmd);
-    c.args(args).env("LC_ALL", "C").env("TZ", "UTC");
-    if let Some(dir) = cwd {
-        c.current_dir(dir);
-    }
-    let out = c.output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 fn os(s: &str) -> &OsStr {

@@ -15,15 +15,15 @@
 //!
 //! The GNU tar tests skip (pass with a note on stderr) when `tar` is not GNU tar.
 
+mod gnu_util;
 mod sparse_util;
 
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
+use gnu_util::{gnu_tar_available, run, TempDir};
 use sparse_util::*;
 use stevedore_core::tar::{self, read_archive, EntryKind, Event, Header, Limits, TarReader};
 use stevedore_core::Error;
@@ -660,53 +660,6 @@ fn a_sparse_file_at_the_end_of_an_archive_without_end_marker_is_complete() {
 
 // ---------------------------------------------------------------------------------------------
 // GNU tar writes, we read
-
-fn gnu_tar_available() -> bool {
-    let ok = Command::new("tar")
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("GNU tar"))
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("skipping: `tar` is not GNU tar");
-    }
-    ok
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path =
-            std::env::temp_dir().join(format!("stevedore-sparse-{tag}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn run(cmd: &str, args: &[&str], cwd: Option<&Path>) -> Vec<u8> {
-    let mut c = Command::new(cmd);
-    c.args(args).env("LC_ALL", "C").env("TZ", "UTC");
-    if let Some(dir) = cwd {
-        c.current_dir(dir);
-    }
-    let out = c.output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 extern "C" {
     fn lseek(fd: i32, offset: i64, whence: i32) -> i64;
