@@ -223,6 +223,20 @@ impl TarReader {
         Ok((used, event))
     }
 
+    /// Adds input to the partly buffered block; the whole block once it has 512 bytes.
+    fn buffer_block(&mut self, input: &[u8], used: &mut usize) -> Option<[u8; BLOCK_SIZE]> {
+        let n = (BLOCK_SIZE - self.block_len).min(input.len() - *used);
+        self.block[self.block_len..self.block_len + n].copy_from_slice(&input[*used..*used + n]);
+        self.block_len += n;
+        self.pos += n as u64;
+        *used += n;
+        if self.block_len < BLOCK_SIZE {
+            return None;
+        }
+        self.block_len = 0;
+        Some(self.block)
+    }
+
     /// Declares the end of input. Succeeds when the archive ended cleanly: after the end
     /// marker, or at an entry boundary without it (as GNU tar and Go accept). Anything else is
     /// [`Error::TarTruncated`] naming the unfinished entry (when known) and its offset.
@@ -406,18 +420,10 @@ impl TarReader {
                         used += BLOCK_SIZE;
                         self.on_header(block, offset)?
                     } else {
-                        let n = (BLOCK_SIZE - self.block_len).min(avail);
-                        self.block[self.block_len..self.block_len + n]
-                            .copy_from_slice(&input[used..used + n]);
-                        self.block_len += n;
-                        self.pos += n as u64;
-                        used += n;
-                        if self.block_len < BLOCK_SIZE {
+                        let Some(block) = self.buffer_block(input, &mut used) else {
                             return Ok((used, Ev::NeedMore));
-                        }
-                        self.block_len = 0;
+                        };
                         offset = self.pos - BLOCK_SIZE as u64;
-                        let block = self.block;
                         self.on_header(&block, offset)?
                     };
                     if let Some(ev) = ev {
@@ -467,17 +473,9 @@ impl TarReader {
                     self.state = State::Header;
                 }
                 State::SparseExt => {
-                    let n = (BLOCK_SIZE - self.block_len).min(avail);
-                    self.block[self.block_len..self.block_len + n]
-                        .copy_from_slice(&input[used..used + n]);
-                    self.block_len += n;
-                    self.pos += n as u64;
-                    used += n;
-                    if self.block_len < BLOCK_SIZE {
+                    let Some(block) = self.buffer_block(input, &mut used) else {
                         return Ok((used, Ev::NeedMore));
-                    }
-                    self.block_len = 0;
-                    let block = self.block;
+                    };
                     if self.on_sparse_ext(&block, self.pos - BLOCK_SIZE as u64)? {
                         return Ok((used, Ev::Entry));
                     }
