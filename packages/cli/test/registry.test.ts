@@ -2,7 +2,7 @@
 // registry on loopback: copy across transports, manifest, blob, tags, catalog, inspect, history,
 // login/logout, and the one-line errors for the common mistakes.
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ajv } from 'ajv';
@@ -59,6 +59,23 @@ describe.skipIf(!canRun)('stevedore against the distribution registry', () => {
     const quiet = await stevedore(['-q', 'copy', `oci:${layout}:v1`, `${reg.host}/sd/app:v3`]);
     expect(quiet.code, quiet.stderr).toBe(0);
     expect(quiet.stderr).toBe('');
+  });
+
+  it('copy of a layout with a damaged layer fails on that layer and pushes no manifest', async () => {
+    const bad = join(work, 'bad-layout');
+    cpSync(layout, bad, { recursive: true });
+    const l = image.layers[image.layers.length - 1]!;
+    const blob = join(bad, 'blobs', 'sha256', l.digest.hex);
+    const bytes = readFileSync(blob);
+    bytes[bytes.length >> 1]! ^= 0xff; // same size, other bytes
+    writeFileSync(blob, bytes);
+    const r = await stevedore(['copy', `oci:${bad}:v1`, `docker://${reg.host}/sd/bad:v1`]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(l.digest.hex);
+    const res = await fetch(`http://${reg.host}/v2/sd/bad/manifests/v1`, {
+      headers: { accept: 'application/vnd.oci.image.manifest.v1+json' },
+    });
+    expect(res.status).toBe(404);
   });
 
   it('tags (all pages) and catalog', async () => {

@@ -260,6 +260,30 @@ describe('OCI layouts other tools write', () => {
     await convertEverywhere(img);
   });
 
+  it("verify: 'on-read' opens at once; a layer's stream ends only once its digest and diff_id checked out", async () => {
+    const dir = tmp('on-read');
+    // The config claims a diff_id the second layer does not have.
+    const wrong = configFor([base, layerTar({ 'app/one': 'other\n' })]);
+    const m = handImage(dir, { config: wrong, stored: [gzipSync(base), gzipSync(app)], mediaType: OCI_LAYER_GZIP });
+    writeLayoutIndex(dir, [m]);
+    await expectCode(
+      OciLayoutReader.openDir(dir).then((r) => r.image()),
+      'ERR_DIGEST_MISMATCH',
+    );
+    const img = await (await OciLayoutReader.openDir(dir, { verify: 'on-read' })).image();
+    expect((await collect(img.layers[0]!.compressed())).length).toBe(img.layers[0]!.size);
+    await expectCode(
+      collect(img.layers[1]!.compressed()),
+      'ERR_DIGEST_MISMATCH',
+      new RegExp(img.layers[1]!.digest.hex),
+    );
+    // The same through the wasm-free fallback (no blob file): an oci-archive of the layout.
+    const archive = `${dir}.tar`;
+    execFileSync('tar', ['-C', dir, '-cf', archive, '.']);
+    const fromTar = await (await OciLayoutReader.openArchive(archive, { verify: 'on-read' })).image();
+    await expectCode(collect(fromTar.layers[1]!.compressed()), 'ERR_DIGEST_MISMATCH');
+  });
+
   it('zstd (…tar+zstd) layers: verified, decompressed, converted to a docker-archive; a corrupt frame is named', async () => {
     const dir = tmp('zstd');
     const src = tmp('zstd-src');

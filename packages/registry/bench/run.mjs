@@ -70,7 +70,8 @@ if (process.argv[2] === 'step') {
       extra = { digest: sink.lastDigest?.toString(), layers: image.layers.length };
     } else if (step === 'push') {
       const [dir, tag, ref] = args;
-      const r = await OciLayoutReader.openDir(dir);
+      // Layers verified (digest and diff_id) while they upload, as `stevedore copy` does.
+      const r = await OciLayoutReader.openDir(dir, { verify: 'on-read' });
       try {
         const image = await r.image(tag);
         const sink = registrySink(client, ref);

@@ -29,7 +29,13 @@ export async function copyCommand(
     return client;
   };
   try {
-    const source = await openSource(from, { client: getClient, platform: o.platform, root: o.root });
+    // Every layer is read by the copy: each is verified (digest, diff_id) as it goes, not all first.
+    const source = await openSource(from, {
+      client: getClient,
+      platform: o.platform,
+      root: o.root,
+      verifyOnRead: true,
+    });
     try {
       const dest = openDestination(to, { client: getClient, source, root: o.root });
       const copied = new Set<string>();

@@ -71,7 +71,13 @@ export interface Source {
 
 export async function openSource(
   loc: Location,
-  o: { client: () => RegistryClient; platform?: string | undefined; root?: string | undefined },
+  o: {
+    client: () => RegistryClient;
+    platform?: string | undefined;
+    root?: string | undefined;
+    /** Verify OCI layout layers as they are read (a copy reads them all) instead of at open. */
+    verifyOnRead?: boolean;
+  },
 ): Promise<Source> {
   const wanted = parsePlatformOpt(o.platform);
   switch (loc.transport) {
@@ -106,8 +112,11 @@ export async function openSource(
     }
     case 'oci':
     case 'oci-archive': {
+      const read = o.verifyOnRead ? { verify: 'on-read' as const } : {};
       const reader =
-        loc.transport === 'oci' ? await OciLayoutReader.openDir(loc.path) : await OciLayoutReader.openArchive(loc.path);
+        loc.transport === 'oci'
+          ? await OciLayoutReader.openDir(loc.path, read)
+          : await OciLayoutReader.openArchive(loc.path, read);
       try {
         const image = await reader.image(loc.tag, wanted ? { platform: wanted } : {});
         // the tag may name an index (multi-platform layout): it tags the image chosen from it

@@ -12,8 +12,14 @@ import { ArchiveError, DEFAULT_MAX_LAYERS, drain, maybeDecompress, type Opener, 
 
 /** Options of every reader. */
 export interface ReadOptions {
-  /** Hash every layer (digest and diff_id) when the image is opened. Default true. */
-  verify?: boolean;
+  /**
+   * Hash every layer (digest and diff_id) when the image is opened (`true`, the default); or
+   * `'on-read'`: a layer is verified when its compressed stream is first read — the check runs
+   * alongside the read (natively, for blobs kept as files) and the stream's end waits for it, so
+   * a copy to a registry uploads while verifying and fails before its manifest is pushed.
+   * Layers never read are then never verified (what `skopeo inspect` does too).
+   */
+  verify?: boolean | 'on-read';
   /** Most layers per image. Default 1000. */
   maxLayers?: number;
   /** Caps on manifests and configs (default 4 MiB, depth 64). */
@@ -64,6 +70,9 @@ export async function readBlob(
 
 /** A layer read through openers; both streams are verified. */
 export class StoredLayer implements Layer {
+  /** With `verify: 'on-read'`: the layer's full check, started by the first read. */
+  private checking: Promise<void> | undefined;
+
   constructor(
     readonly digest: Digest,
     readonly diffId: Digest,
@@ -72,9 +81,11 @@ export class StoredLayer implements Layer {
     private readonly openRaw: Opener,
     private readonly what: string,
     private readonly maxBytes?: number,
+    private readonly checkOnRead?: () => Promise<void>,
   ) {}
 
-  compressed(): AsyncIterable<Uint8Array> {
+  /** The stored bytes, their size and digest checked. */
+  private stored(): AsyncIterable<Uint8Array> {
     return verified(
       this.openRaw(),
       { digest: this.digest, size: this.size },
@@ -82,11 +93,25 @@ export class StoredLayer implements Layer {
     );
   }
 
+  compressed(): AsyncIterable<Uint8Array> {
+    const stream = this.stored();
+    if (!this.checkOnRead) return stream;
+    if (!this.checking) {
+      this.checking = this.checkOnRead();
+      this.checking.catch(() => {}); // awaited at the end of the stream
+    }
+    const checking = this.checking;
+    return (async function* () {
+      yield* stream;
+      await checking; // the diff_id too, before the consumer takes the layer as complete
+    })();
+  }
+
   uncompressed(): AsyncIterable<Uint8Array> {
     const what = `${this.what}: layer ${this.digest.toString()}`;
     // By the bytes, not the media type, as docker and the native engine do: a `+gzip` layer
     // that is really a plain tar reads the same on every path.
-    const raw = maybeDecompress(() => this.compressed(), what, this.maxBytes);
+    const raw = maybeDecompress(() => this.stored(), what, this.maxBytes); // checks its own diff_id
     return verified(raw, { digest: this.diffId }, `${what}: diff_id`);
   }
 }
@@ -181,12 +206,37 @@ export async function loadImage(
       );
     }
     const diffId = config.rootfs.diff_ids[i] as Digest;
-    layers.push(
-      new StoredLayer(d.digest, diffId, d.size, d.mediaType, () => store.open(d.digest), what, options.maxLayerBytes),
+    const file = store.path?.bind(store);
+    const check =
+      options.verify !== 'on-read'
+        ? undefined
+        : file && hasNativeEngine()
+          ? () =>
+              verifyLayerFile(file(d.digest), {
+                expectedDigest: d.digest,
+                expectedDiffId: diffId,
+                maxUncompressedBytes: options.maxLayerBytes,
+              }).then(
+                () => {},
+                (e) => {
+                  throw inContext(e, `${what}: layer ${d.digest.toString()}`);
+                },
+              )
+          : () => drain(layer.uncompressed());
+    const layer: StoredLayer = new StoredLayer(
+      d.digest,
+      diffId,
+      d.size,
+      d.mediaType,
+      () => store.open(d.digest),
+      what,
+      options.maxLayerBytes,
+      check,
     );
+    layers.push(layer);
   }
   const image = new StoredImage(manifest, rawManifest, config, rawConfig, layers, digest);
-  if (options.verify ?? true) {
+  if (options.verify === true || options.verify === undefined) {
     const file = store.path?.bind(store);
     if (file && hasNativeEngine()) await verifyLayerFiles(image, file, what, options.maxLayerBytes);
     else await verifyLayers(image);
@@ -217,14 +267,15 @@ async function verifyLayerFiles(
         });
       } catch (e) {
         failed = true;
-        // The engine's code (ERR_DIGEST_MISMATCH, ERR_TAR_*, ERR_LAYER_LIMIT, ...) with the context.
-        if (e instanceof StevedoreError) {
-          throw new StevedoreError(e.code, `${what}: layer ${l.digest.toString()}: ${e.message}`, { cause: e });
-        }
-        throw e;
+        throw inContext(e, `${what}: layer ${l.digest.toString()}`);
       }
     }
   };
   // Each verification keeps two threads busy (decompression, hashing).
   await Promise.all(Array.from({ length: Math.min(2, image.layers.length) }, worker));
+}
+
+/** The engine's error (ERR_DIGEST_MISMATCH, ERR_TAR_*, ERR_LAYER_LIMIT, ...) with the context. */
+function inContext(e: unknown, what: string): unknown {
+  return e instanceof StevedoreError ? new StevedoreError(e.code, `${what}: ${e.message}`, { cause: e }) : e;
 }
