@@ -5,39 +5,18 @@
 //! layer-size cap. Skips (passes with a note on stderr) when `tar` is not GNU tar.
 
 mod common;
+// The GNU tar check and command runner the core's tar tests use.
+#[path = "../../core/tests/gnu_util/mod.rs"]
+mod gnu_util;
 
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
+use gnu_util::gnu_tar_available;
 use stevedore_core::digest::{hash, Algorithm};
 use stevedore_fs::{apply_layer, flatten_layers, ApplyOptions, WhiteoutMode};
-
-fn gnu_tar_available() -> bool {
-    let ok = Command::new("tar")
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("GNU tar"))
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("skipping: `tar` is not GNU tar");
-    }
-    ok
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn sparse_file(path: &Path, len: u64, writes: &[(u64, Vec<u8>)]) {
     let f = fs::File::create(path).unwrap();
@@ -73,7 +52,7 @@ fn make_tree(root: &Path) -> Vec<&'static str> {
     for (i, f) in files.iter().enumerate() {
         let p = root.join(f);
         fs::set_permissions(&p, fs::Permissions::from_mode([0o640, 0o755, 0o600][i % 3])).unwrap();
-        run(
+        gnu_util::run(
             "touch",
             &[
                 "-m",
@@ -81,6 +60,7 @@ fn make_tree(root: &Path) -> Vec<&'static str> {
                 &format!("@{}", 1_500_000_000 + i),
                 p.to_str().unwrap(),
             ],
+            None,
         );
     }
     files
@@ -98,7 +78,7 @@ fn tar_of(src: &Path, out: &Path, format: &[&str]) -> Vec<u8> {
         "d",
         "plain",
     ]);
-    run("tar", &args);
+    gnu_util::run("tar", &args, None);
     fs::read(out).unwrap()
 }
 
@@ -193,7 +173,7 @@ fn holes_count_against_the_layer_size_cap() {
     sparse_file(&src.join("a"), 600 << 10, &[]);
     sparse_file(&src.join("b"), 600 << 10, &[]);
     let tar_path = scratch.path("holes.tar");
-    run(
+    gnu_util::run(
         "tar",
         &[
             "--sparse",
@@ -205,6 +185,7 @@ fn holes_count_against_the_layer_size_cap() {
             "a",
             "b",
         ],
+        None,
     );
     let tar = fs::read(&tar_path).unwrap();
     assert!(tar.len() < 64 << 10);
