@@ -18,6 +18,7 @@
 //
 // Usage: node bench/run.mjs            (the benchmark)
 //        node bench/run.mjs step …     (one step, used by the benchmark itself)
+//        node bench/run.mjs serve      (seed the source registry, print its image ref and wait: for profiling)
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createCipheriv, randomBytes } from 'node:crypto';
 import {
@@ -307,6 +308,10 @@ try {
   ]);
   console.log(`seeded ${src.host}/bench:${TAG} with skopeo (${((Date.now() - t) / 1000).toFixed(1)} s)\n`);
   const remote = `${src.host}/bench:${TAG}`;
+  if (process.argv[2] === 'serve') {
+    console.log(`serving ${remote}; pull with: node ${fileURLToPath(import.meta.url)} step pull ${remote} DIR ${TAG}`);
+    await new Promise(() => setInterval(() => {}, 1 << 30)); // until SIGINT (cleans up)
+  }
 
   // pull → OCI layout
   const skDir = p('pull-skopeo');

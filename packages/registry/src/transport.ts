@@ -11,14 +11,16 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rootCertificates } from 'node:tls';
-import type { Dispatcher } from 'undici';
-
-let undiciModule: Promise<typeof import('undici')> | undefined;
-/** undici is loaded on the first request: programs (CLI commands) that never talk to a registry start faster. */
-const undici = () => (undiciModule ??= import('undici'));
-
 import { type Credentials, DockerConfig } from './credentials.js';
 import { httpError, parseErrorBody, RegistryError } from './errors.js';
+import {
+  discardBody,
+  type HttpDispatcher,
+  type HttpResponse,
+  NodeDispatcher,
+  type TlsSettings,
+  UndiciProxyDispatcher,
+} from './http.js';
 import { type ProxyResolver, parseProxyUrl, proxyFromEnvironment } from './proxy.js';
 import { type Challenge, parseWwwAuthenticate, splitScopes } from './www-authenticate.js';
 
@@ -86,7 +88,7 @@ export interface Response {
   url: URL;
   /** True when a redirect led off the registry's origin (cloud storage): `url` is not the registry. */
   crossOrigin?: boolean;
-  body: Dispatcher.ResponseData['body'];
+  body: Readable;
   /** Frees the concurrency slot; call once the body is consumed (done by `text`/`bytes`/`dump`). */
   release(): void;
 }
@@ -126,7 +128,7 @@ export async function readBody(res: Response, max: number, what: string, ctx: Er
 
 export async function dump(res: Response): Promise<void> {
   try {
-    await res.body.dump({ limit: LIMIT_64K });
+    await discardBody(res.body, LIMIT_64K);
   } catch {
     res.body.destroy();
   } finally {
@@ -253,7 +255,7 @@ interface CachedToken {
 /** Per-registry state: endpoint, TLS agents (direct and per proxy), auth, tokens, concurrency. */
 class Host {
   base: Promise<URL> | undefined;
-  readonly agents = new Map<string, Dispatcher>();
+  readonly agents = new Map<string, HttpDispatcher>();
   /** The auth scheme the registry asked for (set by the first challenge). */
   challenge: Challenge | undefined;
   credentials: Promise<Credentials | undefined> | undefined;
@@ -341,11 +343,11 @@ export class Transport {
   }
 
   /**
-   * The undici dispatcher for requests to `url` on behalf of registry `h`: system CAs + the
+   * The connections for requests to `url` on behalf of registry `h`: system CAs + the
    * registry's certs.d CAs, no verification only for insecure registries; through a proxy when
    * `proxyFor` says so (https tunnelled with CONNECT, the registry's TLS options kept end to end).
    */
-  private async dispatcherFor(h: Host, url: URL, operation = 'connect'): Promise<Dispatcher> {
+  private dispatcherFor(h: Host, url: URL, operation = 'connect'): HttpDispatcher {
     const proxy = this.proxyFor(url, { registry: h.name, operation });
     const key = proxy?.href ?? 'direct';
     let d = h.agents.get(key);
@@ -355,21 +357,17 @@ export class Transport {
       try {
         for (const f of readdirSync(dir)) if (f.endsWith('.crt')) cas.push(readFileSync(path.join(dir, f), 'utf8'));
       } catch {}
-      const tls = {
+      const tls: TlsSettings = {
         ...(cas.length ? { ca: [...tlsRootCertificates(), ...cas] } : {}),
         rejectUnauthorized: !this.isInsecure(h.name),
       };
-      const { Agent, ProxyAgent } = await undici();
       d = proxy
-        ? new ProxyAgent({
-            uri: proxy.href,
-            requestTls: tls,
-            ...(this.options.ca?.length ? { proxyTls: { ca: [...tlsRootCertificates(), ...this.options.ca] } } : {}),
-            // plain-HTTP registries get absolute-URI requests, as Go sends them; https is a CONNECT tunnel
-            proxyTunnel: false,
-            keepAliveTimeout: 10_000,
-          })
-        : new Agent({ connect: tls, keepAliveTimeout: 10_000 });
+        ? new UndiciProxyDispatcher(
+            proxy,
+            tls,
+            this.options.ca?.length ? [...tlsRootCertificates(), ...this.options.ca] : undefined,
+          )
+        : new NodeDispatcher(tls);
       h.agents.set(key, d);
     }
     return d;
@@ -389,13 +387,14 @@ export class Transport {
     const host = apiHost(h.name);
     const https = new URL(`https://${host}/`);
     try {
-      const r = await (await undici()).request(new URL('/v2/', https), {
+      const r = await this.dispatcherFor(h, https, 'ping').request(new URL('/v2/', https), {
         method: 'GET',
-        dispatcher: await this.dispatcherFor(h, https, 'ping'),
+        headers: { 'user-agent': this.userAgent() },
         signal,
         headersTimeout: 15_000,
+        bodyTimeout: 15_000,
       });
-      await r.body.dump({ limit: LIMIT_64K }).catch(() => {});
+      await discardBody(r.body, LIMIT_64K).catch(() => {});
       return https;
     } catch (e) {
       if (signal?.aborted) throw abortError(h.name, 'ping', signal);
@@ -492,8 +491,8 @@ export class Transport {
     const sendCreds =
       !!creds && !(isPrivateIp(realmHost) && !isPrivateIp(hostOnly(h.name)) && realmHost !== hostOnly(h.name));
     const service = c.params.service;
-    const agent = await this.dispatcherFor(h, realm, ctx.operation);
-    let res: Dispatcher.ResponseData;
+    const agent = this.dispatcherFor(h, realm, ctx.operation);
+    let res: HttpResponse;
     try {
       if (sendCreds && creds?.identityToken) {
         const form = new URLSearchParams();
@@ -502,12 +501,13 @@ export class Transport {
         form.set('client_id', 'stevedore');
         if (service) form.set('service', service);
         if (scopes.length) form.set('scope', scopes.join(' '));
-        res = await (await undici()).request(realm, {
+        res = await agent.request(realm, {
           method: 'POST',
           headers: { 'content-type': 'application/x-www-form-urlencoded', 'user-agent': this.userAgent() },
           body: form.toString(),
-          dispatcher: agent,
           signal,
+          headersTimeout: 60_000,
+          bodyTimeout: 60_000,
         });
       } else {
         const u = new URL(realm);
@@ -518,7 +518,7 @@ export class Transport {
           u.searchParams.set('account', creds.username);
           headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password ?? ''}`).toString('base64')}`;
         }
-        res = await (await undici()).request(u, { method: 'GET', headers, dispatcher: agent, signal });
+        res = await agent.request(u, { method: 'GET', headers, signal, headersTimeout: 60_000, bodyTimeout: 60_000 });
       }
     } catch (e) {
       if (signal?.aborted) throw abortError(h.name, ctx.operation, signal);
@@ -687,14 +687,11 @@ export class Transport {
         });
       }
       const sameHost = url.host === base.host;
-      const dispatcher = await this.dispatcherFor(sameHost ? h : this.host(url.host), url, spec.operation);
-      const r = await (await undici()).request(url, {
+      const dispatcher = this.dispatcherFor(sameHost ? h : this.host(url.host), url, spec.operation);
+      const r = await dispatcher.request(url, {
         method,
         headers,
-        body: bytes
-          ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-          : body && Readable.from(body, { objectMode: false, highWaterMark: 1 << 20 }),
-        dispatcher,
+        body: bytes ?? (body && Readable.from(body, { objectMode: false, highWaterMark: 1 << 20 })),
         signal: spec.signal,
         headersTimeout: 60_000,
         bodyTimeout: 60_000,
@@ -702,14 +699,14 @@ export class Transport {
       const loc = r.headers.location;
       if ([301, 302, 303, 307, 308].includes(r.statusCode) && typeof loc === 'string') {
         if (hop === MAX_REDIRECTS) {
-          await r.body.dump({ limit: LIMIT_64K }).catch(() => {});
+          await discardBody(r.body, LIMIT_64K).catch(() => {});
           throw new RegistryError(
             'ERR_REGISTRY_PROTOCOL',
             `too many redirects (more than ${MAX_REDIRECTS}; the last from ${redacted(url)} to ${redacted(new URL(loc, url))})`,
             { registry: h.name, repository: spec.repository, operation: spec.operation },
           );
         }
-        await r.body.dump({ limit: LIMIT_64K }).catch(() => {});
+        await discardBody(r.body, LIMIT_64K).catch(() => {});
         const next = new URL(loc, url);
         if (next.protocol !== 'https:' && next.protocol !== 'http:')
           throw new RegistryError('ERR_REGISTRY_PROTOCOL', `redirect to ${next.protocol}`, {
