@@ -7,6 +7,10 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::scan::KnownContent;
+use stevedore_core::digest::{Algorithm, Hasher};
 
 use stevedore_core::layer::fs::RefusedXattrs;
 use stevedore_core::layer::{
@@ -39,6 +43,30 @@ pub struct DirFs {
     root: DirHandle,
     privileged: bool,
     openat2: bool,
+    /// Where files created here record the hash of what was written (see [`DirFs::recording_content`]).
+    content: Option<Arc<KnownContent>>,
+}
+
+/// A regular file [`DirFs`] created for writing: its descriptor and, when the `DirFs` records
+/// content, the sha256 and length of what was written so far.
+pub struct DirFile {
+    file: File,
+    content: Option<(Hasher, u64)>,
+}
+
+impl std::fmt::Debug for DirFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirFile")
+            .field("fd", &self.file.as_raw_fd())
+            .field("hashed", &self.content.as_ref().map(|(_, len)| *len))
+            .finish()
+    }
+}
+
+impl AsRawFd for DirFile {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
 }
 
 /// `FsError` for the current `errno`.
@@ -356,7 +384,16 @@ impl DirFs {
             // SAFETY: geteuid has no preconditions.
             privileged: unsafe { libc::geteuid() } == 0,
             openat2: true,
+            content: None,
         }
+    }
+
+    /// Files created from now on are hashed (sha256) as they are written, and recorded in
+    /// `known` by inode when closed: a [`crate::scan_tree_known`] right after an extraction
+    /// then need not read them back.
+    pub fn recording_content(mut self, known: Arc<KnownContent>) -> DirFs {
+        self.content = Some(known);
+        self
     }
 
     /// Overrides the privilege detection (effective uid 0): without privilege, devices are
@@ -372,7 +409,7 @@ impl DirFs {
         self
     }
 
-    fn xattr_at(target: &Target<'_, DirHandle, File>) -> FsResult<XattrAt> {
+    fn xattr_at(target: &Target<'_, DirHandle, DirFile>) -> FsResult<XattrAt> {
         Ok(match target {
             Target::File(f) => XattrAt::Fd(f.as_raw_fd()),
             Target::Dir(d) => XattrAt::Fd(d.as_raw_fd()),
@@ -404,7 +441,7 @@ impl DirFs {
 
 impl Fs for DirFs {
     type Dir = DirHandle;
-    type File = File;
+    type File = DirFile;
     type Reader = File;
 
     fn root(&mut self) -> FsResult<DirHandle> {
@@ -519,7 +556,7 @@ impl Fs for DirFs {
         check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t) })
     }
 
-    fn create_file(&mut self, dir: &DirHandle, name: &[u8], mode: u32) -> FsResult<File> {
+    fn create_file(&mut self, dir: &DirHandle, name: &[u8], mode: u32) -> FsResult<DirFile> {
         let c = cname(name)?;
         let fd = openat(
             dir.as_raw_fd(),
@@ -527,15 +564,30 @@ impl Fs for DirFs {
             libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
             mode as libc::mode_t,
         )?;
-        Ok(File::from(fd))
+        Ok(DirFile {
+            file: File::from(fd),
+            content: self
+                .content
+                .as_ref()
+                .map(|_| (Hasher::new(Algorithm::Sha256), 0)),
+        })
     }
 
-    fn write_file(&mut self, file: &mut File, data: &[u8]) -> FsResult<()> {
-        file.write_all(data).map_err(|e| from_io(&e))
+    fn write_file(&mut self, file: &mut DirFile, data: &[u8]) -> FsResult<()> {
+        file.file.write_all(data).map_err(|e| from_io(&e))?;
+        if let Some((h, len)) = &mut file.content {
+            h.update(data);
+            *len += data.len() as u64;
+        }
+        Ok(())
     }
 
-    fn close_file(&mut self, file: File) -> FsResult<()> {
-        let fd = file.into_raw_fd();
+    fn close_file(&mut self, file: DirFile) -> FsResult<()> {
+        if let (Some(known), Some((h, len))) = (&self.content, file.content) {
+            let st = fstat(file.file.as_raw_fd())?;
+            known.record(st.st_dev, st.st_ino, len, h.finish());
+        }
+        let fd = file.file.into_raw_fd();
         // SAFETY: closes a descriptor we own, once.
         check(unsafe { libc::close(fd) })
     }
@@ -655,7 +707,7 @@ impl Fs for DirFs {
 
     fn set_meta(
         &mut self,
-        target: Target<'_, DirHandle, File>,
+        target: Target<'_, DirHandle, DirFile>,
         meta: &SetMeta<'_>,
     ) -> FsResult<RefusedXattrs> {
         let fd = match &target {
@@ -735,7 +787,10 @@ impl Fs for DirFs {
         Ok(refused)
     }
 
-    fn xattrs(&mut self, target: Target<'_, DirHandle, File>) -> FsResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn xattrs(
+        &mut self,
+        target: Target<'_, DirHandle, DirFile>,
+    ) -> FsResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let at = Self::xattr_at(&target)?;
         let mut out = Vec::new();
         for name in at.list()? {
@@ -749,7 +804,11 @@ impl Fs for DirFs {
         Ok(out)
     }
 
-    fn remove_xattr(&mut self, target: Target<'_, DirHandle, File>, name: &[u8]) -> FsResult<()> {
+    fn remove_xattr(
+        &mut self,
+        target: Target<'_, DirHandle, DirFile>,
+        name: &[u8],
+    ) -> FsResult<()> {
         let at = Self::xattr_at(&target)?;
         at.remove(&cbytes(name, "an xattr name")?)
     }

@@ -7,7 +7,8 @@
 //! * [`create_layer`]: write a directory (a full tree, or an overlay upper/diff dir) as a
 //!   deterministic layer.
 //! * [`scan_tree`]: every entry of a tree with metadata and content hashes (a diff dir's
-//!   record for later verification).
+//!   record for later verification); [`apply_and_scan_layer`] applies a layer and scans the
+//!   result with the files hashed as they are written, not read back.
 //! * [`DirFs`]: the core's [`stevedore_core::layer::Fs`] trait on a directory, every
 //!   call relative to a directory descriptor (`openat2(RESOLVE_IN_ROOT)` where the kernel has
 //!   it, a component-by-component `O_NOFOLLOW` walk otherwise).
@@ -19,8 +20,8 @@
 mod dirfs;
 mod scan;
 
-pub use dirfs::{DirFs, DirHandle};
-pub use scan::{scan_tree, TreeEntry, TreeScan};
+pub use dirfs::{DirFile, DirFs, DirHandle};
+pub use scan::{scan_tree, scan_tree_known, KnownContent, TreeEntry, TreeScan};
 pub use stevedore_core::layer::{
     ApplyLimits, ApplyOptions, ApplyReport, Compression, CreateCompression, CreateMode,
     CreateOptions, CreateReport, MtimePolicy, Progress, StagedLayer, Warning, WhiteoutMode,
@@ -78,9 +79,41 @@ pub fn apply_layer<R: Read + Send>(
     opts: &ApplyOptions,
     progress: impl FnMut(Progress),
 ) -> Result<ApplyReport> {
+    apply_layer_recording(reader, target, opts, progress, None)
+}
+
+/// [`apply_layer`], then [`scan_tree`] of `target` on `threads` helpers — the record an image
+/// store keeps of a new diff dir. Regular files are hashed as the engine writes them, so the
+/// scan reads none back (only their metadata).
+pub fn apply_and_scan_layer<R: Read + Send>(
+    reader: R,
+    target: &Path,
+    opts: &ApplyOptions,
+    progress: impl FnMut(Progress),
+    threads: usize,
+) -> Result<(ApplyReport, TreeScan)> {
+    let known = std::sync::Arc::new(KnownContent::default());
+    let report = apply_layer_recording(reader, target, opts, progress, Some(known.clone()))?;
+    let scan =
+        scan_tree_known(target, threads, Some(&known)).map_err(|e| io_error("scan", target, &e))?;
+    Ok((report, scan))
+}
+
+fn apply_layer_recording<R: Read + Send>(
+    reader: R,
+    target: &Path,
+    opts: &ApplyOptions,
+    progress: impl FnMut(Progress),
+    known: Option<std::sync::Arc<KnownContent>>,
+) -> Result<ApplyReport> {
+    let record = |fs: DirFs| match &known {
+        Some(k) => fs.recording_content(k.clone()),
+        None => fs,
+    };
     if opts.mode == WhiteoutMode::Apply {
-        let mut fs =
-            DirFs::open(target).map_err(|e| io_error("open the target directory", target, &e))?;
+        let mut fs = record(
+            DirFs::open(target).map_err(|e| io_error("open the target directory", target, &e))?,
+        );
         return apply_to(reader, &mut fs, opts, progress);
     }
     let Some(name) = target.file_name() else {
@@ -143,7 +176,7 @@ pub fn apply_layer<R: Read + Send>(
             .open_dir(&parent_dir, &staging)
             .map_err(|e| fs_error("open staging directory", &staging_path, e))?;
         let fd = dup(dir.as_raw_fd()).map_err(|e| io_error("dup", &staging_path, &e))?;
-        let mut fs = DirFs::from_fd(fd).with_privileged(parent_fs.privileged());
+        let mut fs = record(DirFs::from_fd(fd).with_privileged(parent_fs.privileged()));
         let report = apply_to(reader, &mut fs, opts, progress)?;
         rename_into_place(&parent_dir, &staging, name, replace)
             .map_err(|e| io_error("rename the staging directory onto", target, &e))?;

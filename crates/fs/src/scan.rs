@@ -3,13 +3,17 @@
 //!
 //! The walk never follows a symlink (fd-relative, `O_NOFOLLOW`, through [`DirFs`]); names are
 //! visited in byte order, depth first, so two equal trees give equal lists. Regular files are
-//! hashed on helper threads while the walk goes on (a bounded number open at once).
+//! hashed on helper threads while the walk goes on (a bounded number open at once), except
+//! those whose hash is already known: a [`DirFs`] that records content hashes the files it
+//! writes, so a scan right after an extraction ([`crate::apply_and_scan_layer`]) reads no
+//! file back.
 
 use crate::dirfs::DirFs;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use stevedore_core::digest::{Algorithm, Digest, Hasher};
 use stevedore_core::layer::{FileType, Fs, FsError, Target};
 use stevedore_core::tar::Timestamp;
@@ -54,8 +58,48 @@ fn err(op: &str, path: &[u8], e: FsError) -> io::Error {
     )
 }
 
+/// sha256 of files as they were written, by inode (`st_dev`, `st_ino`) with the length hashed:
+/// filled by a [`DirFs::recording_content`], read by [`scan_tree_known`]. A file counts as known
+/// only while its size still equals the length hashed (the newest record of an inode wins, so a
+/// reused inode number takes its new file's hash).
+#[derive(Debug, Default)]
+pub struct KnownContent {
+    files: Mutex<HashMap<(u64, u64), (u64, Digest)>>,
+}
+
+impl KnownContent {
+    pub fn record(&self, dev: u64, ino: u64, len: u64, digest: Digest) {
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((dev, ino), (len, digest));
+    }
+
+    fn get(&self, dev: u64, ino: u64, len: u64) -> Option<Digest> {
+        match self
+            .files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(dev, ino))
+        {
+            Some((l, d)) if *l == len => Some(d.clone()),
+            _ => None,
+        }
+    }
+}
+
 /// Scans the tree at `root` (see the module documentation), hashing on `threads` helpers.
 pub fn scan_tree(root: &Path, threads: usize) -> io::Result<TreeScan> {
+    scan_tree_known(root, threads, None)
+}
+
+/// [`scan_tree`], taking the hash of a regular file from `known` when it has the file's inode
+/// and size (files the engine just wrote and hashed) instead of reading the file.
+pub fn scan_tree_known(
+    root: &Path,
+    threads: usize,
+    known: Option<&KnownContent>,
+) -> io::Result<TreeScan> {
     let mut fs = DirFs::open(root)?;
     let top = fs.root().map_err(|e| err("open", b".", e))?;
     let threads = threads.max(1);
@@ -85,7 +129,7 @@ pub fn scan_tree(root: &Path, threads: usize) -> io::Result<TreeScan> {
             });
         }
         drop(done_tx);
-        let walked = walk(&mut fs, top, &work_tx);
+        let walked = walk(&mut fs, top, &work_tx, known);
         drop(work_tx); // the helpers finish the queue and stop
         let mut scan = walked?;
         for (i, r) in done_rx {
@@ -108,6 +152,7 @@ fn walk(
     fs: &mut DirFs,
     top: <DirFs as Fs>::Dir,
     work: &mpsc::SyncSender<(usize, File)>,
+    known: Option<&KnownContent>,
 ) -> io::Result<TreeScan> {
     let mut entries = Vec::new();
     let mut size = 0u64;
@@ -184,6 +229,11 @@ fn walk(
                 e.rdev = Some((st.rdev_major, st.rdev_minor));
             }
             FileType::File if e.hardlink.is_none() => {
+                if let Some(d) = known.and_then(|k| k.get(st.dev, st.ino, st.size)) {
+                    e.sha256 = Some(d);
+                    entries.push(e);
+                    continue;
+                }
                 let file = fs
                     .open_file(&dir, &name)
                     .map_err(|e| err("open", &path, e))?;

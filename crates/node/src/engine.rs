@@ -323,14 +323,20 @@ impl FollowReader {
 }
 
 /// `layerApply(sourceFile, targetDir, options, progress|null, growing|null) -> Promise<ApplyReport>`;
-/// with `growing`, the source is read as it is written (see [`Growing`]).
+/// with `growing`, the source is read as it is written (see [`Growing`]). With option
+/// `scan: true` the report also has `tree`: the [`tree_scan`] JSON of the result, its files
+/// hashed as they were written ([`stevedore_fs::apply_and_scan_layer`]).
 pub fn layer_apply(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
     let source = PathBuf::from(env.get_string(args[0], "source")?);
     let target = PathBuf::from(env.get_string(args[1], "target")?);
-    let opts = if env.is_nullish(args[2])? {
-        ApplyOptions::default()
+    let (opts, scan) = if env.is_nullish(args[2])? {
+        (ApplyOptions::default(), false)
     } else {
-        apply_options(env, args[2])?
+        let scan = match opt(env, args[2], "scan")? {
+            Some(v) => env.get_bool(v, "scan")?,
+            None => false,
+        };
+        (apply_options(env, args[2])?, scan)
     };
     let progress = progress_of(env, args[3])?;
     let growing = growing_of(env, args[4])?;
@@ -344,31 +350,40 @@ pub fn layer_apply(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
                     cell.store(p);
                 }
             };
-            let report = match growing {
-                Some(growing) => apply_layer(
-                    BufReader::with_capacity(
-                        1 << 20,
-                        FollowReader {
-                            file,
-                            pos: 0,
-                            growing,
-                        },
-                    ),
-                    &target,
-                    &opts,
-                    on_progress,
-                )?,
-                None => apply_layer(
-                    BufReader::with_capacity(1 << 20, file),
-                    &target,
-                    &opts,
-                    on_progress,
-                )?,
+            let reader: Box<dyn std::io::Read + Send> = match growing {
+                Some(growing) => Box::new(FollowReader {
+                    file,
+                    pos: 0,
+                    growing,
+                }),
+                None => Box::new(file),
             };
-            Ok(report)
+            let reader = BufReader::with_capacity(1 << 20, reader);
+            if scan {
+                let (report, tree) = stevedore_fs::apply_and_scan_layer(
+                    reader,
+                    &target,
+                    &opts,
+                    on_progress,
+                    scan_threads(),
+                )?;
+                Ok((report, Some(tree_json(&tree))))
+            } else {
+                Ok((apply_layer(reader, &target, &opts, on_progress)?, None))
+            }
         },
-        |env, r| apply_report(env, &r),
+        |env, (r, tree)| {
+            let o = apply_report(env, &r)?;
+            if let Some(json) = tree {
+                env.set(o, "tree", env.string(&json)?)?;
+            }
+            Ok(o)
+        },
     )
+}
+
+fn scan_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// `layerVerify(sourceFile, options|null) -> Promise<ApplyReport>`: reads a layer blob file to
@@ -545,9 +560,8 @@ pub fn tree_scan(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
         "stevedore:treeScan",
         &[],
         move || {
-            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let scan =
-                stevedore_fs::scan_tree(&dir, threads).map_err(|e| io_err("scan", &dir, e))?;
+            let scan = stevedore_fs::scan_tree(&dir, scan_threads())
+                .map_err(|e| io_err("scan", &dir, e))?;
             Ok(tree_json(&scan))
         },
         |env, json| env.string(&json),

@@ -26,6 +26,7 @@ import {
   GrowingFile,
   type LayerProgress,
   listTar,
+  scanTree,
   writeTar,
 } from '@stevedore/core';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -125,6 +126,42 @@ describe('applyLayer', () => {
 
   it('reports a missing source file with ERR_IO', async () => {
     await expect(applyLayer(join(work, 'none.blob'), join(work, 'x'))).rejects.toMatchObject({ code: 'ERR_IO' });
+  });
+});
+
+describe('applyLayer with scan: the tree of the result, hashed as written', () => {
+  it('equals a scanTree walk of the result: a path written twice, hard links, symlinks, whiteouts, opaque dirs, empty and sparse files', async () => {
+    const dir = join(work, 'scan-src');
+    mkdirSync(join(dir, 'etc/opaque'), { recursive: true });
+    mkdirSync(join(dir, 'bin'), { recursive: true });
+    writeFileSync(join(dir, 'etc/conf'), 'version one, A\n');
+    writeFileSync(join(dir, 'etc/empty'), '');
+    writeFileSync(join(dir, 'etc/opaque/.wh..wh..opq'), '');
+    writeFileSync(join(dir, 'etc/.wh.gone'), '');
+    writeFileSync(join(dir, 'bin/tool'), randomBytes(2_500_000));
+    execFileSync('ln', [join(dir, 'bin/tool'), join(dir, 'bin/tool-link')]);
+    execFileSync('ln', ['-s', '../etc/conf', join(dir, 'bin/conf-link')]);
+    writeFileSync(join(dir, 'holey'), '');
+    execFileSync('truncate', ['-s', String(3 << 20), join(dir, 'holey')]);
+    execFileSync('dd', [`of=${join(dir, 'holey')}`, 'bs=1', `seek=${2 << 20}`, 'conv=notrunc', 'status=none'], {
+      input: 'data',
+    });
+    const tarFile = join(work, 'scan.tar');
+    execFileSync('tar', ['-C', dir, '--sort=name', '--format=pax', '--sparse', '-cf', tarFile, '.']);
+    // the same path again, appended: the second entry (same length, other bytes) is what must be recorded
+    writeFileSync(join(dir, 'etc/conf'), 'version two, B\n');
+    execFileSync('tar', ['-C', dir, '--format=pax', '-rf', tarFile, './etc/conf']);
+    const tar = readFileSync(tarFile);
+    const target = join(work, 'scan-diff');
+    const r = await applyLayer(tarFile, target, { expectedDiffId: sha256(tar), scan: true, maxSparseEntries: 64 });
+    expect(readFileSync(join(target, 'etc/conf'), 'utf8')).toBe('version two, B\n');
+    const walked = await scanTree(target);
+    expect(r.tree).toEqual(walked);
+    const byPath = new Map(r.tree!.entries.map((e) => [e.path, e]));
+    expect(byPath.get('etc/conf')?.sha256).toBe(sha256('version two, B\n'));
+    expect(byPath.get('bin/tool-link')?.hardlink).toBe('bin/tool');
+    expect(byPath.get('holey')?.sha256).toBe(sha256(readFileSync(join(dir, 'holey'))));
+    expect(byPath.get('etc/empty')?.sha256).toBe(sha256(''));
   });
 });
 

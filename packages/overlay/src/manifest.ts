@@ -99,15 +99,23 @@ export function compareDiff(recorded: DiffEntry[], actual: DiffEntry[]): string[
   return out.sort();
 }
 
-/** A manifest for a staged diff dir, bound to its diff_id and chain ID. */
+/** The manifest of a diff dir from a walk already done (the engine's `scan` of what it applied). */
+export function diffManifestOf(
+  walk: DiffWalk,
+  diffId: Digest,
+  chainId: Digest,
+): { manifest: DiffManifest; size: number } {
+  return {
+    manifest: { version: 1, chainId: chainId.toString(), diffId: diffId.toString(), entries: walk.entries },
+    size: walk.size,
+  };
+}
+
+/** A manifest for a staged diff dir (walked now), bound to its diff_id and chain ID. */
 export async function takeDiffManifest(
   diffDir: string,
   diffId: Digest,
   chainId: Digest,
 ): Promise<{ manifest: DiffManifest; size: number }> {
-  const w = await walkDiff(diffDir);
-  return {
-    manifest: { version: 1, chainId: chainId.toString(), diffId: diffId.toString(), entries: w.entries },
-    size: w.size,
-  };
+  return diffManifestOf(await walkDiff(diffDir), diffId, chainId);
 }

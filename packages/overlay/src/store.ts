@@ -30,6 +30,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import {
   type ApplyLayerOptions,
+  type ApplyLayerReport,
   appendStream,
   applyLayer,
   canApplyWhileWriting,
@@ -53,7 +54,7 @@ import {
 } from '@stevedore/image';
 import { exists, mkdirp, randomId, shortLinkId, symlinkAtomic, writeFileAtomic } from './fsutil.js';
 import { pidAlive, withLock } from './lock.js';
-import { DIFF_MANIFEST_FILE, encodeDiffManifest, takeDiffManifest } from './manifest.js';
+import { DIFF_MANIFEST_FILE, diffManifestOf, encodeDiffManifest, takeDiffManifest } from './manifest.js';
 
 export interface StoreOptions {
   /** Data root. Default: `STEVEDORE_ROOT`, else `/var/lib/stevedore` as root, else `~/.local/share/stevedore`. */
@@ -407,19 +408,22 @@ export class Store {
             mode: 'overlay',
             expectedDigest: layer.digest,
             expectedDiffId: diffId,
+            scan: true,
             // Unprivileged stores mark opaque dirs with `user.overlay.opaque` (fuse-overlayfs and
             // `-o userxattr` read it); `trusted.*` needs CAP_SYS_ADMIN.
             xattrNamespace: process.getuid?.() === 0 ? 'trusted' : 'user',
             ...(options.onExtract ? { onProgress: (p) => options.onExtract?.({ diffId, bytes: p.compressed }) } : {}),
           };
           const diffDir = path.join(stage, 'diff');
-          if ((await this.hasBlob(layer.digest)) || !canApplyWhileWriting()) {
-            await applyLayer(await this.putLayerBlob(layer), diffDir, applyOptions);
-          } else {
-            await this.downloadAndApply(layer, diffDir, applyOptions);
-          }
-          // The content manifest of what the engine just extracted and verified (fsck --verify).
-          const taken = await takeDiffManifest(diffDir, diffId, chains[i]!);
+          const report =
+            (await this.hasBlob(layer.digest)) || !canApplyWhileWriting()
+              ? await applyLayer(await this.putLayerBlob(layer), diffDir, applyOptions)
+              : await this.downloadAndApply(layer, diffDir, applyOptions);
+          // The content manifest of what the engine just extracted and verified (fsck --verify):
+          // scanned by the engine itself, its files hashed as they were written.
+          const taken = report.tree
+            ? diffManifestOf(report.tree, diffId, chains[i]!)
+            : await takeDiffManifest(diffDir, diffId, chains[i]!);
           staged.push({ index: i, stage, size: taken.size, manifest: encodeDiffManifest(taken.manifest) });
         } catch (e) {
           await rm(stage, { recursive: true, force: true });
@@ -510,7 +514,7 @@ export class Store {
     layer: Image['layers'][number],
     diffDir: string,
     applyOptions: ApplyLayerOptions,
-  ): Promise<void> {
+  ): Promise<ApplyLayerReport> {
     const final = this.blobPath(layer.digest);
     const ingest = path.join(this.root, 'content', 'ingest', this.stagingName());
     const growing = new GrowingFile();
@@ -550,6 +554,7 @@ export class Store {
       await fh.close();
       if (await exists(final)) await rm(ingest, { force: true });
       else await rename(ingest, final);
+      return applied.value;
     } finally {
       await fh.close().catch(() => {});
       await rm(ingest, { force: true });
