@@ -10,7 +10,7 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 
 export type HttpHeaders = Record<string, string | string[] | undefined>;
@@ -115,8 +115,8 @@ export class NodeDispatcher implements HttpDispatcher {
         req.end(body);
       } else {
         // A server may answer before it read the body (a 401, a 4xx): the response still counts.
-        body.on('error', (e) => req.destroy(e));
-        body.pipe(req);
+        // pipeline: a failure on either side destroys the other (the source's files are closed).
+        pipeline(body, req, () => {});
       }
     });
   }
