@@ -226,6 +226,14 @@ describe('off-thread hashing and writing (HashFeed, appendToFile)', () => {
       expect(readFileSync(file).equals(data)).toBe(true);
       expect(h.size).toBe(data.length);
       expect(h.digest().toString()).toBe(want);
+      // One call with more chunks than a writev takes (IOV_MAX 1024), empty ones among them.
+      const small = randomBytes(30_000);
+      const pieces: Uint8Array[] = [];
+      for (let i = 0; i < small.length; i += 10) pieces.push(small.subarray(i, i + 10), new Uint8Array(0));
+      const fh3 = await open(join(dir, 'three'), 'wx');
+      expect(await appendToFile(fh3.fd, pieces)).toBe(small.length);
+      await fh3.close();
+      expect(readFileSync(join(dir, 'three')).equals(small)).toBe(true);
       // A finished hasher is refused, with nothing written.
       const fh2 = await open(join(dir, 'two'), 'wx');
       await expect(appendToFile(fh2.fd, [data.subarray(0, 10)], h)).rejects.toMatchObject({
