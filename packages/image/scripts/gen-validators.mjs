@@ -21,6 +21,8 @@ export function generateValidators(schemas) {
     allErrors: false,
     strict: true,
     allowUnionTypes: true,
+    // a `$ref` (the descriptor every manifest and index embeds) calls one shared function
+    inlineRefs: false,
     code: { source: true, esm: true, lines: true },
   });
   const refs = {};

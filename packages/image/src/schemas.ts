@@ -54,6 +54,9 @@ const descriptorSchema = {
   },
 } as const;
 
+/** Where a schema embeds a descriptor: one shared validator in the generated code, not a copy per use. */
+const DESCRIPTOR_REF = { $ref: 'descriptor' } as const;
+
 const platformDescriptorSchema = {
   ...descriptorSchema,
   required: ['mediaType', 'digest', 'size', 'platform'],
@@ -68,9 +71,9 @@ const ociManifestSchema = {
     schemaVersion: schemaVersion2,
     mediaType: { const: OCI_MANIFEST },
     artifactType: mediaType,
-    config: descriptorSchema,
-    layers: { type: 'array', items: descriptorSchema },
-    subject: descriptorSchema,
+    config: DESCRIPTOR_REF,
+    layers: { type: 'array', items: DESCRIPTOR_REF },
+    subject: DESCRIPTOR_REF,
     annotations: stringMap,
   },
 } as const;
@@ -81,8 +84,8 @@ const dockerManifestSchema = {
   properties: {
     schemaVersion: schemaVersion2,
     mediaType: { const: DOCKER_MANIFEST },
-    config: descriptorSchema,
-    layers: { type: 'array', items: descriptorSchema },
+    config: DESCRIPTOR_REF,
+    layers: { type: 'array', items: DESCRIPTOR_REF },
   },
 } as const;
 
@@ -93,8 +96,8 @@ const ociIndexSchema = {
     schemaVersion: schemaVersion2,
     mediaType: { const: OCI_INDEX },
     artifactType: mediaType,
-    manifests: { type: 'array', items: descriptorSchema },
-    subject: descriptorSchema,
+    manifests: { type: 'array', items: DESCRIPTOR_REF },
+    subject: DESCRIPTOR_REF,
     annotations: stringMap,
   },
 } as const;
