@@ -83,7 +83,7 @@ if (image) {
 const registry = load('registry');
 if (registry) {
   out.push(
-    `**Registry pull/push** (\`registry:bench\`, ${registry.machine ?? ''}): time ÷ skopeo (lower is better).`,
+    `**Registry pull/push** (\`registry:bench\`, ${registry.machine ?? ''}): best of three runs per tool; time ÷ skopeo (lower is better).`,
     '',
   );
   out.push('| step | seconds | ratio | peak RSS |', '| --- | --- | --- | --- |');
