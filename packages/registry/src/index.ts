@@ -39,5 +39,5 @@ export {
   RemoteLayer,
   registrySink,
 } from './remote.js';
-export { isLoopbackHost, type RetryOptions, Transport, type TransportOptions } from './transport.js';
+export { dump, isLoopbackHost, type RetryOptions, Transport, type TransportOptions } from './transport.js';
 export { type Challenge, parseWwwAuthenticate, splitScopes } from './www-authenticate.js';

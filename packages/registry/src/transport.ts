@@ -126,6 +126,7 @@ export async function readBody(res: Response, max: number, what: string, ctx: Er
   }
 }
 
+/** Reads and drops a response body (up to 64 KiB, so the connection can be reused) and frees its slot. */
 export async function dump(res: Response): Promise<void> {
   try {
     await discardBody(res.body, LIMIT_64K);

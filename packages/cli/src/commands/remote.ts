@@ -4,7 +4,7 @@ import { createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { Digest } from '@stevedore/core';
 import { formatPlatform, isImageIndex, type Reference, selectPlatform } from '@stevedore/image';
-import { type FetchedManifest, type RegistryClient, RegistryError } from '@stevedore/registry';
+import { dump, type FetchedManifest, type RegistryClient, RegistryError } from '@stevedore/registry';
 import type { Output } from '../output.js';
 import {
   platform as parsePlatformOpt,
@@ -147,8 +147,7 @@ async function blobSize(c: RegistryClient, repo: Reference, digest: Digest): Pro
     operation: `head blob ${digest}`,
   });
   const length = res.headers['content-length'];
-  await res.body.dump().catch(() => {});
-  res.release();
+  await dump(res);
   const size = Number(Array.isArray(length) ? length[0] : length);
   if (!Number.isSafeInteger(size) || size < 0) {
     throw new RegistryError('ERR_REGISTRY_PROTOCOL', `blob ${digest}: no Content-Length on HEAD`, {
