@@ -1,8 +1,9 @@
 // Shared test helpers: start either implementation behind one handle, small HTTP helpers.
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { afterAll } from 'vitest';
 import { bins, startRegistry } from '../../../test/harness/index.js';
 import { type ServerOptions, startServer } from '../src/index.js';
 
@@ -19,8 +20,18 @@ export interface Target {
   stop(): Promise<void>;
 }
 
+const made: string[] = [];
+// Registered when a test file first imports this module, so it runs after the file's own
+// after-hooks (servers stopped first), then every dir tempDir made is removed.
+afterAll(() => {
+  for (const d of made.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+/** A fresh temp dir, removed after the test file. */
 export function tempDir(prefix: string): string {
-  return mkdtempSync(path.join(tmpdir(), `sd-server-${prefix}-`));
+  const d = mkdtempSync(path.join(tmpdir(), `sd-server-${prefix}-`));
+  made.push(d);
+  return d;
 }
 
 /** Starts our server or the reference registry (storage delete enabled) on `storageDir`. */
