@@ -3,7 +3,6 @@
  * directory and create a layer from one. Work runs on libuv's pool, never the JS thread;
  * decompression and file writes are pipelined on two threads inside the addon.
  */
-import { randomBytes } from 'node:crypto';
 import { rename, rm } from 'node:fs/promises';
 import type { Digest, Hasher } from './api.js';
 import { asStevedoreError, StevedoreError } from './errors.js';
@@ -337,7 +336,7 @@ export async function createLayer(
 ): Promise<CreateLayerReport> {
   const a = addon();
   const { onProgress, progressIntervalMs, ...opts } = options;
-  const staging = `${out}.staging-${randomBytes(6).toString('hex')}`;
+  const staging = `${out}.staging-${Buffer.from(globalThis.crypto.getRandomValues(new Uint8Array(6))).toString('hex')}`;
   try {
     const report = await withProgress(a, onProgress, progressIntervalMs, (p) =>
       a.layerCreate(source, staging, opts, p),

@@ -1,7 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { arch, platform } from 'node:process';
 import { fileURLToPath } from 'node:url';
 import type {
   Backend,
@@ -93,6 +92,8 @@ export interface NativeAddon {
 
 /** napi-rs file naming: `<binaryName>.<platform>-<arch>[-<abi>].node`. */
 export function nativeBinaryName(): string {
+  // process.platform, not an import of node:process (whose ESM facade costs ~5 ms to build)
+  const { platform, arch } = process;
   const abi = platform === 'linux' ? (isMusl() ? '-musl' : '-gnu') : platform === 'win32' ? '-msvc' : '';
   return `stevedore.${platform}-${arch}${abi}.node`;
 }

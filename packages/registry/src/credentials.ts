@@ -5,7 +5,6 @@
  * `docker-credential-<name> get|store|erase` with the server URL (or a JSON record) on stdin.
  * `login`/`logout` write the same file (mode 0600, temp file + rename).
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
@@ -209,33 +208,37 @@ export class DockerConfig {
     const bin = this.helperDir
       ? path.join(this.helperDir, `docker-credential-${helper}`)
       : `docker-credential-${helper}`;
-    return new Promise((resolve, reject) => {
-      const child = spawn(bin, [action], { stdio: ['pipe', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => {
-        if (stdout.length < 64 * 1024) stdout += d.toString('utf8');
-      });
-      child.stderr.on('data', (d: Buffer) => {
-        if (stderr.length < 64 * 1024) stderr += d.toString('utf8');
-      });
-      child.on('error', (e) =>
-        reject(
-          new StevedoreError('ERR_CREDENTIAL_HELPER', `docker-credential-${helper} ${action}: ${e.message}`, {
-            cause: e,
-          }),
-        ),
-      );
-      child.on('close', (code) => {
-        if (code === 0) resolve(stdout);
-        else {
-          // helpers print their error on stdout (docker reads it from there)
-          const msg = (stdout.trim() || stderr.trim() || `exit code ${code}`).slice(0, 500);
-          reject(new StevedoreError('ERR_CREDENTIAL_HELPER', `docker-credential-${helper} ${action}: ${msg}`));
-        }
-      });
-      child.stdin.on('error', () => {});
-      child.stdin.end(input);
-    });
+    // node:child_process is loaded only when a helper runs (most commands never do)
+    return import('node:child_process').then(
+      ({ spawn }) =>
+        new Promise((resolve, reject) => {
+          const child = spawn(bin, [action], { stdio: ['pipe', 'pipe', 'pipe'] });
+          let stdout = '';
+          let stderr = '';
+          child.stdout.on('data', (d: Buffer) => {
+            if (stdout.length < 64 * 1024) stdout += d.toString('utf8');
+          });
+          child.stderr.on('data', (d: Buffer) => {
+            if (stderr.length < 64 * 1024) stderr += d.toString('utf8');
+          });
+          child.on('error', (e) =>
+            reject(
+              new StevedoreError('ERR_CREDENTIAL_HELPER', `docker-credential-${helper} ${action}: ${e.message}`, {
+                cause: e,
+              }),
+            ),
+          );
+          child.on('close', (code) => {
+            if (code === 0) resolve(stdout);
+            else {
+              // helpers print their error on stdout (docker reads it from there)
+              const msg = (stdout.trim() || stderr.trim() || `exit code ${code}`).slice(0, 500);
+              reject(new StevedoreError('ERR_CREDENTIAL_HELPER', `docker-credential-${helper} ${action}: ${msg}`));
+            }
+          });
+          child.stdin.on('error', () => {});
+          child.stdin.end(input);
+        }),
+    );
   }
 }

@@ -5,7 +5,6 @@
  * Both zstd paths cap the window at 2^27 (128 MiB, zstd's own default limit) against memory
  * bombs; frame checksums and trailing data are checked by the decoders.
  */
-import { spawn } from 'node:child_process';
 import { Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
@@ -69,6 +68,7 @@ async function* through(
 
 async function* zstdCommand(source: AsyncIterable<Uint8Array>, ctx: Ctx): AsyncGenerator<Uint8Array> {
   const command = zstdCommandName();
+  const { spawn } = await import('node:child_process');
   const child = spawn(command, ['-d', '-c', '-q', `--memory=${2 ** (ZSTD_WINDOW_LOG_MAX - 20)}MB`], {
     stdio: ['pipe', 'pipe', 'pipe'],
   });

@@ -154,7 +154,8 @@ export class UndiciProxyDispatcher implements HttpDispatcher {
 
   async request(url: URL, o: HttpRequest): Promise<HttpResponse> {
     const { request } = await import('undici');
-    const body = o.body instanceof Uint8Array ? Buffer.from(o.body.buffer, o.body.byteOffset, o.body.byteLength) : o.body;
+    const body =
+      o.body instanceof Uint8Array ? Buffer.from(o.body.buffer, o.body.byteOffset, o.body.byteLength) : o.body;
     const r = await request(url, {
       method: o.method as Dispatcher.HttpMethod,
       headers: o.headers,
