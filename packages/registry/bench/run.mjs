@@ -19,7 +19,7 @@
 // is better; goal ≤ 0.8× for pull). Results: printed as a table and build/bench/registry.json.
 //
 // Usage: node bench/run.mjs            (the benchmark)
-//        node bench/run.mjs step …     (one step, used by the benchmark itself)
+//        node bench/step.mjs …         (one of our steps, run by the benchmark in its own process)
 //        node bench/run.mjs serve      (seed the source registry, print its image ref and wait: for profiling)
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createCipheriv, randomBytes } from 'node:crypto';
@@ -55,46 +55,6 @@ const FILES_PER_LAYER = 300;
 const MIN_BYTES = 400e6;
 /** Runs per tool and step; the best counts. */
 const ROUNDS = Number(process.env.STEVEDORE_BENCH_ROUNDS || 3);
-
-// ---- one step (child process) ----------------------------------------------------------------
-
-if (process.argv[2] === 'step') {
-  const [, , , step, ...args] = process.argv;
-  const { pullImage, RegistryClient, registrySink } = await import('@stevedore/registry');
-  const { copyImage, OciLayoutReader, ociLayoutSink } = await import('@stevedore/image');
-  const s = process.hrtime.bigint();
-  const client = new RegistryClient({ credentials: false });
-  let extra = {};
-  try {
-    if (step === 'pull') {
-      const [ref, dir, tag] = args;
-      const image = await pullImage(client, ref);
-      const sink = ociLayoutSink(dir);
-      await copyImage(image, sink, { tags: [tag] });
-      await sink.close();
-      extra = { digest: sink.lastDigest?.toString(), layers: image.layers.length };
-    } else if (step === 'push') {
-      const [dir, tag, ref] = args;
-      // Layers verified (digest and diff_id) while they upload, as `stevedore copy` does.
-      const r = await OciLayoutReader.openDir(dir, { verify: 'on-read' });
-      try {
-        const image = await r.image(tag);
-        const sink = registrySink(client, ref);
-        await copyImage(image, sink);
-        extra = { digest: sink.lastDigest?.toString(), layers: image.layers.length };
-      } finally {
-        await r.close();
-      }
-    } else {
-      throw new Error(`unknown step ${step}`);
-    }
-  } finally {
-    await client.close();
-  }
-  const seconds = Number(process.hrtime.bigint() - s) / 1e9;
-  process.stdout.write(`${JSON.stringify({ step, seconds, ...extra, maxRssKiB: process.resourceUsage().maxRSS })}\n`);
-  process.exit(0);
-}
 
 // ---- the benchmark ---------------------------------------------------------------------------
 
@@ -258,7 +218,7 @@ function measure(cmd, args, env = process.env) {
 }
 
 function ours(step, ...args) {
-  const m = measure(process.execPath, [fileURLToPath(import.meta.url), 'step', step, ...args]);
+  const m = measure(process.execPath, [join(here, 'step.mjs'), step, ...args]);
   const inner = JSON.parse(m.stdout.trim().split('\n').pop());
   return { ...m, opSeconds: inner.seconds, inner };
 }
@@ -313,7 +273,7 @@ try {
   console.log(`seeded ${src.host}/bench:${TAG} with skopeo (${((Date.now() - t) / 1000).toFixed(1)} s)\n`);
   const remote = `${src.host}/bench:${TAG}`;
   if (process.argv[2] === 'serve') {
-    console.log(`serving ${remote}; pull with: node ${fileURLToPath(import.meta.url)} step pull ${remote} DIR ${TAG}`);
+    console.log(`serving ${remote}; pull with: node ${join(here, 'step.mjs')} pull ${remote} DIR ${TAG}`);
     await new Promise(() => setInterval(() => {}, 1 << 30)); // until SIGINT (cleans up)
   }
 
