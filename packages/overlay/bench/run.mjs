@@ -373,22 +373,22 @@ try {
       storeOpen: tl.opened - tl.imported,
       manifestAndConfig: tl.manifestDone - tl.opened,
       firstDownloadToLastBlobStored: lastStored - Math.min(...tl.layers.map((l) => l.downloadStart)),
-      lastBlobStoredToLastApplied: lastApplied - lastStored,
       commit: tl.done - lastApplied,
+      // download and apply overlap: each layer's apply follows its download as it arrives
       perLayer: tl.layers.map((l) => ({
         download: l.downloaded - l.downloadStart,
-        verifyAndRename: l.stored - l.downloaded,
-        applyAndWalk: l.applied - l.stored,
+        apply: l.applied - l.applying,
+        applyEndAfterDownload: l.applied - l.downloaded,
       })),
     },
   };
   console.log('\nprofile of our pull (best API run; seconds from process start):');
-  // Events a pull no longer has (download and apply now overlap) print as `-`.
+  // A layer is applied while its blob downloads (the apply starts when a slot is free).
   const f = (x) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(2) : '-');
   for (const [i, l] of tl.layers.entries())
     console.log(
       `  layer ${i}: ${mb(l.bytes ?? 0).toFixed(0)} MB download ${f(l.downloadStart)}→${f(l.downloaded)}, ` +
-        `stored ${f(l.stored)}, applied+walked ${f(l.applied)}`,
+        `apply ${f(l.applying)}→${f(l.applied)} (scanned), stored ${f(l.stored)}`,
     );
   console.log(
     `  node+imports ${f(tl.imported)}, open ${f(profile.phases.storeOpen)}, manifest ${f(profile.phases.manifestAndConfig)}, ` +

@@ -22,9 +22,9 @@ const now = () => Number(process.hrtime.bigint()) / 1e9;
 }
 
 /**
- * `Store.pull` of `ref` into a fresh store at `storeRoot`, with timestamps: the store's public
- * methods are wrapped (not changed) to see when each layer blob's download ends, when it is
- * verified and stored, when the layer is applied (onLayer) and when the commit is done.
+ * `Store.pull` of `ref` into a fresh store at `storeRoot`, with timestamps: public methods are
+ * wrapped (not changed) to see when each layer blob's download starts and ends, when it is
+ * stored, when its apply starts and ends (onLayer) and when the commit is done.
  */
 async function pullStep(storeRoot, ref) {
   const t0 = now();
@@ -49,6 +49,19 @@ async function pullStep(storeRoot, ref) {
     const r = await putBlob.call(this, d, size, counted());
     rec.stored = now();
     return r;
+  };
+  // A pull that extracts while it downloads streams layer blobs past putBlob: time the
+  // registry client's blob streams themselves.
+  const fetchBlob = RegistryClient.prototype.fetchBlob;
+  RegistryClient.prototype.fetchBlob = async function* (repo, digest, size, o) {
+    const key = digest.toString();
+    const rec = blobs.get(key) ?? { start: now(), downloaded: 0, stored: 0, bytes: 0 };
+    blobs.set(key, rec);
+    for await (const chunk of fetchBlob.call(this, repo, digest, size, o)) {
+      rec.bytes += chunk.length;
+      yield chunk;
+    }
+    rec.downloaded = now();
   };
   const loadImage = Store.prototype.loadImage;
   Store.prototype.loadImage = function (image, options = {}) {
@@ -94,7 +107,9 @@ async function pullStep(storeRoot, ref) {
           bytes: b.bytes,
           downloadStart: rel(b.start),
           downloaded: rel(b.downloaded),
-          stored: rel(b.stored),
+          // kept in the content store: after its download (putBlob), or with its apply
+          stored: rel(b.stored || l.applied),
+          applying: rel(l.applying),
           applied: rel(l.applied),
         };
       }),
