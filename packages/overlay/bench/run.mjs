@@ -98,6 +98,9 @@ const load = () => loadavg().map((x) => Number(x.toFixed(2)));
 
 /** Runs `cmd args` under /usr/bin/time after a `sync`; wall seconds, user+sys CPU, peak RSS (KiB), stdout. */
 function measure(cmd, args, { env = process.env, cwd } = {}) {
+  // Twice: the loop-mounted filesystem's sync dirties its backing file on the root filesystem,
+  // whose write-back would otherwise run during the next step.
+  spawnSync('sync');
   spawnSync('sync');
   const tf = p('time.out');
   const s = now();
@@ -323,15 +326,21 @@ try {
     );
     rmSync(sk, { recursive: true, force: true });
 
-    const apiRoot = p(`store-api-${round}`);
-    const api = ourStep('pull', [apiRoot, ref]);
-    runs.api.push(api);
-    oursImageId = api.inner.imageId;
-    rmSync(apiRoot, { recursive: true, force: true });
-
-    const cliRoot = p(`store-cli-${round}`);
-    runs.cli.push(measure(process.execPath, [CLI, '-q', '--root', cliRoot, 'pull', ref]));
-    rmSync(cliRoot, { recursive: true, force: true });
+    // ours: API and CLI, in alternating order (neither always runs right after skopeo)
+    let api;
+    const apiRun = () => {
+      const apiRoot = p(`store-api-${round}`);
+      api = ourStep('pull', [apiRoot, ref]);
+      runs.api.push(api);
+      oursImageId = api.inner.imageId;
+      rmSync(apiRoot, { recursive: true, force: true });
+    };
+    const cliRun = () => {
+      const cliRoot = p(`store-cli-${round}`);
+      runs.cli.push(measure(process.execPath, [CLI, '-q', '--root', cliRoot, 'pull', ref]));
+      rmSync(cliRoot, { recursive: true, force: true });
+    };
+    for (const run of round % 2 ? [cliRun, apiRun] : [apiRun, cliRun]) run();
     console.log(
       `round ${round}: docker ${runs.docker.at(-1).seconds.toFixed(2)} s, skopeo ${runs.skopeo.at(-1).seconds.toFixed(2)} s, ` +
         `ours API ${api.seconds.toFixed(2)} s, CLI ${runs.cli.at(-1).seconds.toFixed(2)} s`,
