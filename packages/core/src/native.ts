@@ -80,6 +80,7 @@ export interface NativeAddon {
     hasher: Handle | null,
     growing?: Handle | null,
     writeback?: boolean | null,
+    direct?: boolean | null,
   ): Promise<number>;
   hasherUpdateAsync(hasher: Handle, chunks: Uint8Array[]): Promise<number>;
   layerCreate(

@@ -2,11 +2,12 @@
 // other and with Node's crypto on every vector.
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  appendStream,
   appendToFile,
   Digest,
   type DigestAlgorithm,
@@ -15,6 +16,7 @@ import {
   hash,
   hashAsync,
   hashFile,
+  openForDirectWrite,
   StevedoreError,
   sha256,
   useBackend,
@@ -210,6 +212,36 @@ describe('off-thread hashing and writing (HashFeed, appendToFile)', () => {
     await feed.flush();
     expect(feed.hasher.size).toBe(data.length);
     expect(feed.hasher.digest().toString()).toBe(want);
+  });
+
+  it('appendStream with direct I/O (O_DIRECT where the filesystem has it) writes the same bytes, odd sizes and all', async () => {
+    const dirs = [mkdtempSync(join(tmpdir(), 'stevedore-direct-'))];
+    if (existsSync('/dev/shm')) dirs.push(mkdtempSync('/dev/shm/stevedore-direct-')); // tmpfs: no O_DIRECT
+    try {
+      const seen: boolean[] = [];
+      for (const dir of dirs) {
+        for (const size of [0, 1, 4095, 4096, 1 << 20, data.length]) {
+          const file = join(dir, `blob-${size}`);
+          const { fh, direct } = await openForDirectWrite(file);
+          seen.push(direct);
+          const h = new Hasher('sha256');
+          const part = data.subarray(0, size);
+          async function* src() {
+            // odd chunk sizes, some smaller than a block, so batches split inside chunks
+            for (let i = 0, n = 3; i < part.length; i += n, n = (n * 5 + 7) % 150_000) yield part.subarray(i, i + n);
+          }
+          const written = await appendStream(fh.fd, src(), { hasher: h, direct });
+          await fh.sync();
+          await fh.close();
+          expect(written).toBe(size);
+          expect(readFileSync(file).equals(part)).toBe(true);
+          expect(h.digest().toString()).toBe(`sha256:${createHash('sha256').update(part).digest('hex')}`);
+        }
+      }
+      if (process.platform === 'linux') expect(seen).toContain(true);
+    } finally {
+      for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    }
   });
 
   it('appendToFile writes the chunks at the file offset and feeds the hasher', async () => {

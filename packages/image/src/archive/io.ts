@@ -15,6 +15,7 @@ import {
   Hasher,
   HashFeed,
   hasNativeEngine,
+  openForDirectWrite,
   StevedoreError,
   zstdDecompress,
 } from '@stevedore/core';
@@ -322,10 +323,11 @@ async function writeNative(
   file: string,
   h: Hasher | undefined,
 ): Promise<{ digest: Digest | undefined; size: number }> {
-  const fh = await open(file, 'wx', 0o644);
+  // Written once and fsynced before it is committed: past the page cache where the filesystem
+  // can (direct I/O), else with its write-back started as it arrives.
+  const { fh, direct } = await openForDirectWrite(file);
   try {
-    // The blob is fsynced before it is committed: start its writeback as it arrives.
-    const size = await appendStream(fh.fd, source, { hasher: h, writeback: true });
+    const size = await appendStream(fh.fd, source, { hasher: h, writeback: !direct, direct });
     return { digest: h?.digest(), size };
   } finally {
     await fh.close();
