@@ -28,6 +28,13 @@ export interface Layer {
   compressed(): AsyncIterable<Uint8Array>;
   /** The uncompressed tar; verified against `diffId` while streaming. */
   uncompressed(): AsyncIterable<Uint8Array>;
+  /**
+   * Optional: the same bytes as `compressed()` without its digest check (size still enforced),
+   * for a consumer that hashes what it stores and checks `digest` itself before keeping
+   * anything. A remote layer offers it so that a sink hashes the blob in the same pass as it
+   * writes it, instead of the download hashing it first.
+   */
+  compressedUnverified?(): AsyncIterable<Uint8Array>;
 }
 
 /** One image for one platform. */

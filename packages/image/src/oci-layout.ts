@@ -482,7 +482,8 @@ export class OciLayout {
       if (got.digest !== undefined && !got.digest.equals(digest)) {
         throw new ArchiveError(
           'ERR_DIGEST_MISMATCH',
-          `${this.dir}: blob: digest mismatch (expected ${digest.toString()}, got ${got.digest.toString()})`,
+          `${this.dir}: blob ${digest.toString()} as received: digest mismatch (got ${got.digest.toString()}); ` +
+            'the source sent other bytes than its digest names, nothing was stored',
         );
       }
       await commitRename(staging, target);
@@ -504,7 +505,13 @@ export class OciLayout {
     });
     // Layers are independent: fetch/verify/store them in parallel (a remote source bounds its
     // own connections).
-    await Promise.all(image.layers.map((l) => this.putBlob(l.digest, l.size, () => l.compressed())));
+    // A layer that offers its bytes unverified (a registry download) is hashed here, in the pass
+    // that writes it (putBlob checks the digest before the blob is kept).
+    await Promise.all(
+      image.layers.map((l) =>
+        this.putBlob(l.digest, l.size, () => (l.compressedUnverified ? l.compressedUnverified() : l.compressed())),
+      ),
+    );
     const { raw, mediaType } = ociManifestBytes(image, options);
     const digest = sha256(raw);
     await this.putBlob(digest, raw.length, async function* () {

@@ -522,9 +522,8 @@ export class Store {
     const download = (async () => {
       // The engine checks the blob's digest as it extracts (expectedDigest), and the blob is only
       // kept once that succeeded: a registry layer is then fetched without hashing it twice.
-      const unverified = (layer as { compressedUnverified?: () => AsyncIterable<Uint8Array> }).compressedUnverified;
-      const remote = typeof unverified === 'function';
-      const stream = remote ? unverified.call(layer) : layer.compressed();
+      const remote = layer.compressedUnverified !== undefined;
+      const stream = layer.compressedUnverified ? layer.compressedUnverified() : layer.compressed();
       // Other streams: not hashed again when they verify themselves (their last step throws).
       const self = verifiedAs(stream);
       const trusted =

@@ -11,7 +11,7 @@ import { Digest, sha256 } from '@stevedore/core';
 import { copyImage, OciLayoutReader, ociLayoutSink, parseReference } from '@stevedore/image';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bins, cleanupAll, installExitHooks, type Registry, startRegistry } from '../../../test/harness/index.js';
-import { type ProgressEvent, pullImage, RegistryClient, RegistryError, registrySink } from '../src/index.js';
+import { type ProgressEvent, pullImage, RegistryClient, type RegistryError, registrySink } from '../src/index.js';
 import { busyboxImage, collect, type FaultProxy, layerTar, memImage, startProxy } from './fixtures.js';
 
 const canRun = existsSync(bins.registry);
@@ -216,9 +216,10 @@ describe.skipIf(!canRun)('plain HTTP registry behind a fault-injecting proxy', (
     const dir = path.join(work, 'layout-flip');
     try {
       const img = await pullImage(c, parseReference(`${proxy.host}/sd/app:1`));
-      const e = await copyImage(img, ociLayoutSink(dir)).catch((x) => x as RegistryError);
-      expect(e).toBeInstanceOf(RegistryError);
-      expect((e as RegistryError).code).toBe('ERR_DIGEST_MISMATCH');
+      // the layout hashes a registry layer as it writes it (one pass), and refuses to keep it
+      const e = await copyImage(img, ociLayoutSink(dir)).catch((x) => x as { code?: string; message: string });
+      expect(e.code).toBe('ERR_DIGEST_MISMATCH');
+      expect(e.message).toContain(layer.digest.toString());
       expect(existsSync(path.join(dir, 'blobs', 'sha256', layer.digest.hex))).toBe(false);
       const target = path.join(work, 'dl-flip', layer.digest.hex);
       await expect(
