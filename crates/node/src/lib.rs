@@ -288,6 +288,7 @@ fn write_direct(file: &mut File, chunks: &[PinnedBytes]) -> std::io::Result<()> 
     DIRECT_BUF.with(|cell| {
         let mut slot = cell.borrow_mut();
         let mut done = 0usize; // bytes of `data` (in order) written
+        let mut buffered = false;
         let (mut idx, mut off) = (0usize, 0usize);
         while done < total {
             let want = (total - done).min(MAX);
@@ -316,8 +317,15 @@ fn write_direct(file: &mut File, chunks: &[PinnedBytes]) -> std::io::Result<()> 
                         // an unaligned short write: finish this file without direct I/O
                         written += n;
                         leave_direct_io(file.as_raw_fd())?;
+                        buffered = true;
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    // a filesystem that took O_DIRECT at open but refuses the write (some
+                    // FUSE and network filesystems): write normally from here on
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !buffered => {
+                        leave_direct_io(file.as_raw_fd())?;
+                        buffered = true;
+                    }
                     Err(e) => return Err(e),
                 }
             }
