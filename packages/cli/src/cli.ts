@@ -1,17 +1,34 @@
 import { backendKind, type DigestAlgorithm, StevedoreError } from '@stevedore/core';
 import { Command, CommanderError, Option } from 'commander';
-import { loginCommand, logoutCommand } from './commands/auth.js';
-import { collect, errorLine, type RegistryOpts } from './commands/common.js';
-import { copyCommand } from './commands/copy.js';
-import { demoCommand } from './commands/demo.js';
-import { digestCommand } from './commands/digest.js';
+import type { RegistryOpts } from './commands/common.js';
 import { registerDockerCommand } from './commands/docker.js';
-import { historyCommand, inspectCommand } from './commands/inspect.js';
 import { registerStoreCommands } from './commands/register-store.js';
-import { blobCommand, catalogCommand, manifestCommand, tagsCommand } from './commands/remote.js';
-import { garbageCollectCommand, type ServeOptions, serveCommand } from './commands/serve.js';
+import type { ServeOptions } from './commands/serve.js';
 import type { StoreOpts } from './commands/store.js';
+import { lazy } from './lazy.js';
 import { makeOutput, style } from './output.js';
+
+// Command implementations, loaded when their command runs (see lazy.ts).
+const auth = () => import('./commands/auth.js');
+const remote = () => import('./commands/remote.js');
+const inspect = () => import('./commands/inspect.js');
+const serve = () => import('./commands/serve.js');
+const loginCommand = lazy(auth, 'loginCommand');
+const logoutCommand = lazy(auth, 'logoutCommand');
+const copyCommand = lazy(() => import('./commands/copy.js'), 'copyCommand');
+const demoCommand = lazy(() => import('./commands/demo.js'), 'demoCommand');
+const digestCommand = lazy(() => import('./commands/digest.js'), 'digestCommand');
+const historyCommand = lazy(inspect, 'historyCommand');
+const inspectCommand = lazy(inspect, 'inspectCommand');
+const blobCommand = lazy(remote, 'blobCommand');
+const catalogCommand = lazy(remote, 'catalogCommand');
+const manifestCommand = lazy(remote, 'manifestCommand');
+const tagsCommand = lazy(remote, 'tagsCommand');
+const garbageCollectCommand = lazy(serve, 'garbageCollectCommand');
+const serveCommand = lazy(serve, 'serveCommand');
+
+/** Commander collector for repeatable options. */
+export const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
 /** Exit codes: 0 ok, 1 the operation failed, 2 the command line was wrong. */
 export const EXIT = { ok: 0, error: 1, usage: 2 } as const;
@@ -274,6 +291,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`stevedore: ${e.message}\n`);
       return EXIT.usage;
     }
+    const { errorLine } = await import('./commands/common.js');
     process.stderr.write(`${style.red('stevedore:')} ${errorLine(e)}\n`);
     return EXIT.error;
   }

@@ -64,9 +64,6 @@ export function registryClient(o: RegistryOpts, onProgress?: RegistryClient['opt
   });
 }
 
-/** Commander collector for repeatable options. */
-export const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
-
 /** Human sizes, as docker prints them. */
 export function humanSize(n: number): string {
   if (n < 1000) return `${n} B`;

@@ -5,20 +5,40 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { StevedoreError } from '@stevedore/core';
-import {
-  DEFAULT_DOCKER_ROOT,
-  type DockerImage,
-  DockerRoot,
-  importDockerImage,
-  mountDockerImage,
-  umount,
-  unpackDockerImage,
-} from '@stevedore/overlay';
+import type { DockerImage, DockerRoot } from '@stevedore/overlay';
 import type { Command } from 'commander';
 import type { Output } from '../output.js';
-import { shortId } from '../progress.js';
-import { humanSize, type RegistryOpts, reference } from './common.js';
-import { ago, openStore, type StoreOpts, table } from './store.js';
+import type { RegistryOpts } from './common.js';
+import type { StoreOpts } from './store.js';
+
+/**
+ * `@stevedore/overlay`'s DEFAULT_DOCKER_ROOT (a test keeps them equal), not imported: these
+ * commands load the store only when one of them runs.
+ */
+export const DEFAULT_DOCKER_ROOT = '/var/lib/docker';
+
+/** What the actions use, loaded when one runs. */
+async function deps() {
+  const [overlay, progress, common, store] = await Promise.all([
+    import('@stevedore/overlay'),
+    import('../progress.js'),
+    import('./common.js'),
+    import('./store.js'),
+  ]);
+  return {
+    DockerRoot: overlay.DockerRoot,
+    importDockerImage: overlay.importDockerImage,
+    mountDockerImage: overlay.mountDockerImage,
+    umount: overlay.umount,
+    unpackDockerImage: overlay.unpackDockerImage,
+    shortId: progress.shortId,
+    humanSize: common.humanSize,
+    reference: common.reference,
+    ago: store.ago,
+    openStore: store.openStore,
+    table: store.table,
+  };
+}
 
 interface Helpers {
   out: () => Output;
@@ -28,7 +48,7 @@ interface Helpers {
 
 /** Opens the data root and turns "no such image" into the line that says how to list them. */
 async function withRoot<T>(dataRoot: string, f: (root: DockerRoot) => Promise<T>): Promise<T> {
-  const root = await DockerRoot.open(dataRoot);
+  const root = await (await deps()).DockerRoot.open(dataRoot);
   try {
     return await f(root);
   } catch (e) {
@@ -103,6 +123,7 @@ export function registerDockerCommand(p: Command, h: Helpers): void {
     )
     .action((o: { all?: boolean }) =>
       withRoot(dataRoot(), async (root) => {
+        const { shortId, ago, humanSize, table } = await deps();
         const images = await root.images({ all: Boolean(o.all) });
         for (const s of root.skipped) out().log(`warning: skipped ${s}`);
         const rows = images
@@ -162,7 +183,7 @@ export function registerDockerCommand(p: Command, h: Helpers): void {
     )
     .action((ref: string, target: string) =>
       withRoot(dataRoot(), async (root) => {
-        const info = await mountDockerImage(root, ref, target);
+        const info = await (await deps()).mountDockerImage(root, ref, target);
         out().data({ ...info, image: ref }, () => info.target);
         if (!out().json) out().log(`mounted ${ref} at ${info.target} (${info.backend}, read-only)`);
       }),
@@ -178,7 +199,7 @@ export function registerDockerCommand(p: Command, h: Helpers): void {
       if (!isMountPoint(target)) {
         throw new StevedoreError('ERR_NOT_MOUNTED', `${target} is not mounted: nothing to unmount`);
       }
-      await umount(target);
+      await (await deps()).umount(target);
       out().data({ target }, () => target);
     });
 
@@ -193,7 +214,7 @@ export function registerDockerCommand(p: Command, h: Helpers): void {
     )
     .action((ref: string, dir: string) =>
       withRoot(dataRoot(), async (root) => {
-        const img = await unpackDockerImage(root, ref, dir);
+        const img = await (await deps()).unpackDockerImage(root, ref, dir);
         const directory = path.resolve(dir);
         out().data({ image: ref, id: img.id.toString(), directory }, () => directory);
       }),
@@ -214,7 +235,8 @@ export function registerDockerCommand(p: Command, h: Helpers): void {
           'stevedore --root /tmp/store docker import 3f2a1b9c0d4e app:1 && stevedore --root /tmp/store save -o app.tar app:1',
         ),
     )
-    .action((ref: string, name: string | undefined, o: RegistryOpts & { rebuild?: boolean }) => {
+    .action(async (ref: string, name: string | undefined, o: RegistryOpts & { rebuild?: boolean }) => {
+      const { reference, openStore, importDockerImage, shortId } = await deps();
       const tags = name ? [reference(name).familiar()] : undefined;
       return withRoot(dataRoot(), async (root) => {
         const store = await openStore(g(o));

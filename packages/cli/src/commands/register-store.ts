@@ -1,29 +1,31 @@
 /** The store commands' command-line surface (help, examples, options). */
 import { StevedoreError } from '@stevedore/core';
 import type { Command, Option } from 'commander';
+import { lazy } from '../lazy.js';
 import type { Output } from '../output.js';
 import type { RegistryOpts } from './common.js';
-import { layersCommand } from './layers.js';
-import {
-  commitCommand,
-  diffCommand,
-  exportCommand,
-  fsckCommand,
-  imagesCommand,
-  loadCommand,
-  mountCommand,
-  pruneCommand,
-  psCommand,
-  pullCommand,
-  pushCommand,
-  rmCommand,
-  rmiCommand,
-  type StoreOpts,
-  saveCommand,
-  tagCommand,
-  umountCommand,
-  unpackCommand,
-} from './store.js';
+import type { StoreOpts } from './store.js';
+
+// Implementations, loaded when their command runs (see lazy.ts).
+const store = () => import('./store.js');
+const layersCommand = lazy(() => import('./layers.js'), 'layersCommand');
+const commitCommand = lazy(store, 'commitCommand');
+const diffCommand = lazy(store, 'diffCommand');
+const exportCommand = lazy(store, 'exportCommand');
+const fsckCommand = lazy(store, 'fsckCommand');
+const imagesCommand = lazy(store, 'imagesCommand');
+const loadCommand = lazy(store, 'loadCommand');
+const mountCommand = lazy(store, 'mountCommand');
+const pruneCommand = lazy(store, 'pruneCommand');
+const psCommand = lazy(store, 'psCommand');
+const pullCommand = lazy(store, 'pullCommand');
+const pushCommand = lazy(store, 'pushCommand');
+const rmCommand = lazy(store, 'rmCommand');
+const rmiCommand = lazy(store, 'rmiCommand');
+const saveCommand = lazy(store, 'saveCommand');
+const tagCommand = lazy(store, 'tagCommand');
+const umountCommand = lazy(store, 'umountCommand');
+const unpackCommand = lazy(store, 'unpackCommand');
 
 interface Helpers {
   out: () => Output;
