@@ -40,7 +40,7 @@ export function ociLayoutSink(
   const sink = {
     lastDigest: undefined as Digest | undefined,
     async putImage(image: Image, o: { tags?: string[] } = {}) {
-      layout ??= OciLayout.open(dir);
+      layout ??= OciLayout.open(dir, { directIo: options.directIo ?? false });
       sink.lastDigest = await (await layout).putImage(image, { ...options, ...o });
     },
     async close() {},

@@ -275,6 +275,26 @@ describe('writers and copies', () => {
     }
   });
 
+  it('an OCI layout written with directIo (O_DIRECT where the filesystem has it) holds the same verified image', async () => {
+    const src = await DockerArchive.open(put('direct.tar', legacyArchive([{ tags: ['one:1'], layers: [base, app] }])));
+    try {
+      const plain = tmp('layout-buffered');
+      const direct = tmp('layout-direct');
+      await copyImage(src.image(), ociLayoutSink(plain), { tags: ['1'] });
+      await copyImage(src.image(), ociLayoutSink(direct, { directIo: true }), { tags: ['1'] });
+      const a = await OciLayoutReader.openDir(plain);
+      const b = await OciLayoutReader.openDir(direct, { verify: true });
+      const [ia, ib] = [await a.image('1'), await b.image('1')];
+      expect(ib.digest.toString()).toBe(ia.digest.toString());
+      for (const [i, l] of ib.layers.entries()) {
+        const blob = (d: string, x: typeof l) => readFileSync(path.join(d, 'blobs', 'sha256', x.digest.hex));
+        expect(blob(direct, l).equals(blob(plain, ia.layers[i]!))).toBe(true);
+      }
+    } finally {
+      await src.close();
+    }
+  });
+
   it('adding to an existing layout keeps the other images; a tag moves', async () => {
     const src = await DockerArchive.open(
       put(

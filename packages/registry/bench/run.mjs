@@ -285,6 +285,7 @@ try {
   // pull → OCI layout
   const skPulls = [];
   const ourPulls = [];
+  const ourDirectPulls = [];
   let skDigest;
   let oDigest;
   let pulledBytes = 0;
@@ -298,16 +299,29 @@ try {
     oDigest = layoutDigest(oDir, TAG);
     pulledBytes = dirBytes(oDir);
     rmSync(oDir, { recursive: true, force: true });
+    // the same with the layout's opt-in direct I/O (blobs past the page cache)
+    ourDirectPulls.push(ours('pull', remote, oDir, TAG, 'direct'));
+    if (layoutDigest(oDir, TAG) !== img.manifestDigest) throw new Error('direct-I/O pull stored another digest');
+    rmSync(oDir, { recursive: true, force: true });
     if (oDigest !== img.manifestDigest || skDigest !== img.manifestDigest)
       throw new Error(`pulled digests differ: ours ${oDigest}, skopeo ${skDigest}, pushed ${img.manifestDigest}`);
   }
-  console.log(`pull runs: skopeo ${show(skPulls)} s; ours ${show(ourPulls)} s`);
+  console.log(
+    `pull runs: skopeo ${show(skPulls)} s; ours ${show(ourPulls)} s; ours directIo ${show(ourDirectPulls)} s`,
+  );
   row('pull', 'skopeo copy docker:// → oci:', img.compressedBytes, best(skPulls));
   row(
     'pull',
     'ours: pullImage + copyImage → ociLayoutSink',
     img.compressedBytes,
     best(ourPulls),
+    'skopeo copy docker:// → oci:',
+  );
+  row(
+    'pull',
+    'ours: same, ociLayoutSink({ directIo: true })',
+    img.compressedBytes,
+    best(ourDirectPulls),
     'skopeo copy docker:// → oci:',
   );
   await stopRegistry(src);

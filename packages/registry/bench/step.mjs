@@ -2,7 +2,7 @@
 // One of our registry:bench steps in a process of its own (run by bench/run.mjs): it imports
 // only what a program using the library would, so the measured process pays no harness code.
 //
-//   node bench/step.mjs pull REF DIR TAG      pullImage + copyImage → ociLayoutSink(DIR)
+//   node bench/step.mjs pull REF DIR TAG [direct]   pullImage + copyImage → ociLayoutSink(DIR[, { directIo }])
 //   node bench/step.mjs push DIR TAG REF      OCI layout DIR:TAG → copyImage → registrySink(REF)
 //
 // Prints one JSON line: { step, seconds (the operation alone), digest, layers, maxRssKiB }.
@@ -14,9 +14,9 @@ const client = new RegistryClient({ credentials: false });
 let extra = {};
 try {
   if (step === 'pull') {
-    const [ref, dir, tag] = args;
+    const [ref, dir, tag, direct] = args;
     const image = await pullImage(client, ref);
-    const sink = ociLayoutSink(dir);
+    const sink = ociLayoutSink(dir, { directIo: direct === 'direct' });
     await copyImage(image, sink, { tags: [tag] });
     await sink.close();
     extra = { digest: sink.lastDigest?.toString(), layers: image.layers.length };

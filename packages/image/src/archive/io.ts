@@ -275,14 +275,16 @@ export async function writeStreamToFile(
   source: AsyncIterable<Uint8Array>,
   file: string,
   algorithm: DigestAlgorithm | null,
+  options?: { direct?: boolean },
 ): Promise<{ digest: Digest | undefined; size: number }>;
 export async function writeStreamToFile(
   source: AsyncIterable<Uint8Array>,
   file: string,
   algorithm: DigestAlgorithm | null = 'sha256',
+  options: { direct?: boolean } = {},
 ): Promise<{ digest: Digest | undefined; size: number }> {
   const h = algorithm ? new Hasher(algorithm) : undefined;
-  if (hasNativeEngine()) return writeNative(source, file, h);
+  if (hasNativeEngine()) return writeNative(source, file, h, options.direct ?? false);
   let size = 0;
   // Small network chunks are gathered into writes of up to 1 MiB (fewer syscalls and pool trips).
   async function* tap() {
@@ -322,10 +324,13 @@ async function writeNative(
   source: AsyncIterable<Uint8Array>,
   file: string,
   h: Hasher | undefined,
+  wantDirect: boolean,
 ): Promise<{ digest: Digest | undefined; size: number }> {
-  // Written once and fsynced before it is committed: past the page cache where the filesystem
-  // can (direct I/O), else with its write-back started as it arrives.
-  const { fh, direct } = await openForDirectWrite(file);
+  // Fsynced before it is committed: written back as it arrives, or, when asked, past the page
+  // cache where the filesystem can (direct I/O).
+  const { fh, direct } = wantDirect
+    ? await openForDirectWrite(file)
+    : { fh: await open(file, 'wx', 0o644), direct: false };
   try {
     const size = await appendStream(fh.fd, source, { hasher: h, writeback: !direct, direct });
     return { digest: h?.digest(), size };
