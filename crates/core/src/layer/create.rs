@@ -206,19 +206,62 @@ const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 const DEFLATE_END: [u8; 2] = [0x03, 0x00];
 
 /// One block: raw deflate ending in a sync flush, its CRC32 and length.
+///
+/// As zlib does per deflate block, each piece that deflate does not make smaller than storing
+/// it (already-compressed files, random bytes) is stored instead: miniz_oxide would code it as
+/// literals, larger than the data and inflating at half the speed of a copy. The pieces end in
+/// sync flushes, so a stored piece can replace its deflated form: back-references of later
+/// pieces point into the uncompressed history, which is the same either way.
 fn deflate_block(level: u32, data: &[u8]) -> io::Result<(Vec<u8>, u32, u64)> {
     let mut c = flate2::Compress::new(flate2::Compression::new(level), false);
     let mut out = Vec::with_capacity(data.len() + data.len() / 16 + 1024);
-    loop {
-        let done = c.total_in() as usize;
-        c.compress_vec(&data[done..], &mut out, flate2::FlushCompress::Sync)
-            .map_err(|e| io::Error::new(io::ErrorKind::Other, e))?;
-        if c.total_in() as usize == data.len() && out.len() < out.capacity() {
-            break;
+    for piece in data.chunks(PIECE) {
+        let start = out.len();
+        let before = c.total_in();
+        loop {
+            let done = (c.total_in() - before) as usize;
+            c.compress_vec(&piece[done..], &mut out, flate2::FlushCompress::Sync)
+                .map_err(|e| io::Error::new(io::ErrorKind::Other, e))?;
+            if (c.total_in() - before) as usize == piece.len() && out.len() < out.capacity() {
+                break;
+            }
+            out.reserve(64 << 10);
         }
-        out.reserve(64 << 10);
+        if out.len() - start > stored_len(piece.len()) {
+            out.truncate(start);
+            push_stored(&mut out, piece);
+        }
     }
     Ok((out, crc32fast::hash(data), data.len() as u64))
+}
+
+/// The unit of the deflate-or-store choice.
+const PIECE: usize = 64 << 10;
+
+/// The largest payload of one stored deflate block.
+const STORED_MAX: usize = 65_535;
+
+/// Bytes taken by `n` bytes as stored blocks (a 5-byte header each; one empty block for 0).
+fn stored_len(n: usize) -> usize {
+    n + 5 * ((n + STORED_MAX - 1) / STORED_MAX).max(1)
+}
+
+/// `data` as non-final stored blocks. They start at a byte boundary (the previous block ended
+/// with a sync flush, or this is the first), so each header is BFINAL=0, BTYPE=00 and padding:
+/// one zero byte, then LEN and its complement.
+fn push_stored(out: &mut Vec<u8>, data: &[u8]) {
+    out.reserve(stored_len(data.len()));
+    let mut pieces = data.chunks(STORED_MAX).peekable();
+    if pieces.peek().is_none() {
+        out.extend_from_slice(&[0, 0, 0, 0xff, 0xff]);
+    }
+    for piece in pieces {
+        let len = piece.len() as u16;
+        out.push(0);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(piece);
+    }
 }
 
 /// The gzip stream of blocks, written in order.
