@@ -18,6 +18,7 @@
 // Results: printed, and build/bench/overlay.json (tools/bench-report.mjs makes the README table).
 //
 // Usage: node bench/run.mjs          (the benchmark; STEVEDORE_BENCH_PROFILE=0 skips strace/cpu-prof)
+//        node bench/run.mjs serve    (seed the registry, print the image ref and wait: for profiling)
 //        node bench/step.mjs …     (one of our steps, run by the benchmark in its own process)
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createCipheriv } from 'node:crypto';
@@ -293,6 +294,10 @@ try {
   );
   rmSync(layout, { recursive: true, force: true });
   console.log(`pushed ${ref} with skopeo (${(now() - t).toFixed(1)} s)\n`);
+  if (process.argv[2] === 'serve') {
+    console.log(`serving ${ref}; pull with: node ${join(here, 'step.mjs')} pull STORE_ROOT ${ref}`);
+    await new Promise(() => setInterval(() => {}, 1 << 30)); // until SIGINT (cleans up)
+  }
 
   // ---- 1. pull, each tool twice, interleaved, fresh state each time ----
   const runs = { docker: [], skopeo: [], api: [], cli: [] };

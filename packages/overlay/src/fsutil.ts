@@ -48,6 +48,30 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, m
   await syncDir(path.dirname(file));
 }
 
+/**
+ * Writes new files into a directory nobody sees yet (a staging or write-set dir that is renamed
+ * into place afterwards): all at once, each fsynced (the journal commits them together), then
+ * the directory synced once. No temp file and rename per file: renaming the directory is what
+ * publishes them. Fails if a file exists.
+ */
+export async function writeFilesSynced(
+  dir: string,
+  files: ReadonlyArray<readonly [name: string, data: string | Uint8Array, mode?: number]>,
+): Promise<void> {
+  await Promise.all(
+    files.map(async ([name, data, mode = 0o600]) => {
+      const fh = await open(path.join(dir, name), 'wx', mode);
+      try {
+        await fh.writeFile(data);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    }),
+  );
+  await syncDir(dir);
+}
+
 export async function syncDir(dir: string): Promise<void> {
   try {
     const fh = await open(dir, 'r');

@@ -52,7 +52,7 @@ import {
   type Reference,
   verifiedAs,
 } from '@stevedore/image';
-import { exists, mkdirp, randomId, shortLinkId, symlinkAtomic, writeFileAtomic } from './fsutil.js';
+import { exists, mkdirp, randomId, shortLinkId, symlinkAtomic, writeFileAtomic, writeFilesSynced } from './fsutil.js';
 import { pidAlive, withLock } from './lock.js';
 import { DIFF_MANIFEST_FILE, diffManifestOf, encodeDiffManifest, takeDiffManifest } from './manifest.js';
 
@@ -344,11 +344,26 @@ export class Store {
     const stage = staged ?? path.join(this.tmpDir, this.stagingName());
     if (!staged) await mkdir(path.join(stage, 'diff'), { recursive: true, mode: 0o755 });
     const link = shortLinkId();
-    await writeFileAtomic(path.join(stage, 'link'), link, 0o644);
-    if (parentDir) {
-      await writeFileAtomic(path.join(stage, 'lower'), await this.lowerChain(parentDir), 0o644);
+    await this.stageLayerDir(stage, link, parentDir ? await this.lowerChain(parentDir) : undefined);
+    return this.publishLayerDir(stage, id, link);
+  }
+
+  /** Writes `link`, `lower` and `work` into a staged layer dir (synced; nothing visible yet). */
+  private async stageLayerDir(stage: string, link: string, lower: string | undefined): Promise<void> {
+    const files: [string, string, number][] = [['link', link, 0o644]];
+    if (lower !== undefined) {
+      files.push(['lower', lower, 0o644]);
       await mkdir(path.join(stage, 'work'), { mode: 0o700 });
     }
+    await writeFilesSynced(stage, files);
+  }
+
+  /** Moves a staged layer dir to `overlay2/<id>` and makes its `l/` short link. */
+  private async publishLayerDir(
+    stage: string,
+    id: string,
+    link: string,
+  ): Promise<{ id: string; link: string; dir: string }> {
     const dir = path.join(this.overlayDir, id);
     await rename(stage, dir);
     await symlinkAtomic(`../${id}/diff`, path.join(this.linkDir, link));
@@ -454,29 +469,55 @@ export class Store {
     let applied = 0;
     await withLock(this.lockFile, async () => {
       const byIndex = new Map(staged.map((s) => [s.index, s]));
-      let parentDir: string | undefined;
+      // Which layers are new, and their `lower` chains (known in memory once the parent's is).
+      const plan: { i: number; s: Staged; id: string; link: string; lower: string | undefined }[] = [];
+      let parentChain: string | undefined;
       for (let i = 0; i < chains.length; i++) {
         const chain = chains[i]!;
         const s = byIndex.get(i);
         const have = await this.layer(chain);
         if (have) {
           if (s) await rm(s.stage, { recursive: true, force: true });
-          parentDir = have.dir;
+          parentChain = await this.lowerChain(have.dir);
           continue;
         }
         if (!s) throw new StevedoreError('ERR_STORE_CORRUPT', `layer ${chain} vanished while loading`);
-        const made = await this.createLayerDir(s.stage, parentDir);
-        await this.writeLayerdb(chain, diffIds[i]!, i > 0 ? chains[i - 1] : undefined, made.id, s.size, s.manifest);
-        parentDir = made.dir;
-        applied++;
+        const link = shortLinkId();
+        plan.push({ i, s, id: randomId(), link, lower: parentChain });
+        parentChain = parentChain ? `l/${link}:${parentChain}` : `l/${link}`;
       }
-      if (options.sourceRepository) await this.writeDistribution(image, options.sourceRepository);
-      // The manifest record and lastUpdated first: the imagedb config is what makes the image
+      // Every new layer's files written and synced at once (the journal commits them together),
+      // then published in order, parents first: dir and short link, then its layerdb entry.
+      const layerdbStages: (string | undefined)[] = [];
+      try {
+        await Promise.all(
+          plan.map(async (p, k) => {
+            const [, tmp] = await Promise.all([
+              this.stageLayerDir(p.s.stage, p.link, p.lower),
+              this.stageLayerdb(diffIds[p.i]!, p.i > 0 ? chains[p.i - 1] : undefined, p.id, p.s.size, p.s.manifest),
+            ]);
+            layerdbStages[k] = tmp;
+          }),
+        );
+        for (const [k, p] of plan.entries()) {
+          await this.publishLayerDir(p.s.stage, p.id, p.link);
+          await rename(layerdbStages[k]!, this.layerDir(chains[p.i]!));
+          applied++;
+        }
+      } finally {
+        // What was not published (after an error): gone; published paths no longer exist here.
+        const left = [...plan.map((p) => p.s.stage), ...layerdbStages];
+        await Promise.all(left.map((d) => d && rm(d, { recursive: true, force: true })));
+      }
+      // The distribution records, the manifest record and lastUpdated first (together: the
+      // journal commits their fsyncs at once): the imagedb config is what makes the image
       // visible, so it is written last (a kill before it leaves no image).
-      await writeFileAtomic(path.join(this.root, 'content', 'images', 'sha256', imageId.hex), image.digest.toString());
       const meta = path.join(this.imagedb, 'metadata', 'sha256', imageId.hex);
-      await mkdirp(meta);
-      await writeFileAtomic(path.join(meta, 'lastUpdated'), new Date().toISOString());
+      await Promise.all([
+        options.sourceRepository ? this.writeDistribution(image, options.sourceRepository) : undefined,
+        writeFileAtomic(path.join(this.root, 'content', 'images', 'sha256', imageId.hex), image.digest.toString()),
+        mkdirp(meta).then(() => writeFileAtomic(path.join(meta, 'lastUpdated'), new Date().toISOString())),
+      ]);
       const content = path.join(this.imagedb, 'content', 'sha256', imageId.hex);
       if (!(await exists(content))) await writeFileAtomic(content, image.rawConfig);
       if (options.tags?.length) {
@@ -566,23 +607,27 @@ export class Store {
     return this.putBlob(layer.digest, layer.size, layer.compressed());
   }
 
-  private async writeLayerdb(
-    chain: Digest,
+  /**
+   * A layerdb entry as Docker's layer store writes it: a write-set dir under layerdb/tmp (synced),
+   * which the caller renames to `sha256/<chain>`. Returns the write-set dir.
+   */
+  private async stageLayerdb(
     diffId: Digest,
     parent: Digest | undefined,
     cacheId: string,
     size: number,
     manifest: Uint8Array,
-  ): Promise<void> {
-    // As Docker's layer store: write-set dir under layerdb/tmp, then rename to sha256/<chain>.
+  ): Promise<string> {
     const tmp = path.join(this.layerdb, 'tmp', `${process.pid}-write-set-${randomBytes(8).toString('hex')}`);
     await mkdir(tmp, { mode: 0o755 });
-    await writeFileAtomic(path.join(tmp, 'diff'), diffId.toString(), 0o644);
-    await writeFileAtomic(path.join(tmp, 'size'), String(size), 0o644);
-    await writeFileAtomic(path.join(tmp, 'cache-id'), cacheId, 0o644);
-    if (parent) await writeFileAtomic(path.join(tmp, 'parent'), parent.toString(), 0o644);
-    await writeFileAtomic(path.join(tmp, DIFF_MANIFEST_FILE), manifest, 0o600);
-    await rename(tmp, this.layerDir(chain));
+    await writeFilesSynced(tmp, [
+      ['diff', diffId.toString(), 0o644],
+      ['size', String(size), 0o644],
+      ['cache-id', cacheId, 0o644],
+      ...(parent ? [['parent', parent.toString(), 0o644] as const] : []),
+      [DIFF_MANIFEST_FILE, manifest, 0o600],
+    ]);
+    return tmp;
   }
 
   private async writeDistribution(image: Image, repository: string): Promise<void> {
@@ -591,20 +636,32 @@ export class Store {
     const byDiffId = path.join(dist, 'v2metadata-by-diffid', 'sha256');
     await mkdirp(byDigest);
     await mkdirp(byDiffId);
-    for (const l of image.layers) {
-      await writeFileAtomic(path.join(byDigest, l.digest.hex), l.diffId.toString(), 0o644);
-      const file = path.join(byDiffId, l.diffId.hex);
-      let list: { Digest: string; SourceRepository: string; HMAC: string }[] = [];
-      try {
-        list = JSON.parse(await readFile(file, 'utf8'));
-      } catch {
-        list = [];
-      }
-      if (!list.some((m) => m.Digest === l.digest.toString() && m.SourceRepository === repository)) {
-        list.push({ Digest: l.digest.toString(), SourceRepository: repository, HMAC: '' });
+    // Layer by layer in turn, each file would cost two fsyncs in a row; the layers' files are
+    // independent. Grouped by diff_id: one diff_id may come with several blob digests.
+    const byId = new Map<string, Image['layers'][number][]>();
+    for (const l of image.layers) byId.set(l.diffId.hex, [...(byId.get(l.diffId.hex) ?? []), l]);
+    await Promise.all(
+      [...byId.values()].map(async (group) => {
+        const digests = [...new Set(group.map((l) => l.digest.toString()))];
+        const diffId = group[0]!.diffId;
+        await Promise.all(
+          digests.map((d) =>
+            writeFileAtomic(path.join(byDigest, d.slice(d.indexOf(':') + 1)), diffId.toString(), 0o644),
+          ),
+        );
+        const file = path.join(byDiffId, diffId.hex);
+        let list: { Digest: string; SourceRepository: string; HMAC: string }[] = [];
+        try {
+          list = JSON.parse(await readFile(file, 'utf8'));
+        } catch {
+          list = [];
+        }
+        const missing = digests.filter((d) => !list.some((m) => m.Digest === d && m.SourceRepository === repository));
+        if (missing.length === 0) return;
+        for (const d of missing) list.push({ Digest: d, SourceRepository: repository, HMAC: '' });
         await writeFileAtomic(file, JSON.stringify(list), 0o644);
-      }
-    }
+      }),
+    );
   }
 
   /** Loads every image of a `docker save` archive, tagging its RepoTags. */
