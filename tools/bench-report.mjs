@@ -98,7 +98,7 @@ const overlay = load('overlay');
 if (overlay) {
   const i = overlay.image;
   out.push(
-    `**Overlay store pull** (\`overlay:bench\`, ${overlay.machine}${overlay.filesystem ? `, everything on a ${overlay.filesystem}` : ''}, docker ${overlay.docker}, ${overlay.skopeo}, load ${overlay.loadAverage.before[0]}→${overlay.loadAverage.after[0]}): ${(i.compressedBytes / 1e6).toFixed(0)} MB gzip, ${i.layers} layers, ${i.files} files, from a loopback registry, best of two; time ÷ docker pull (goal ≤ ${overlay.goal.vsDocker}×) and ÷ skopeo (stretch ≤ ${overlay.goal.stretchVsSkopeo}×), lower is better.`,
+    `**Overlay store pull** (\`overlay:bench\`, ${overlay.machine}${overlay.filesystem ? `, everything on a ${overlay.filesystem}` : ''}, docker ${overlay.docker}, ${overlay.skopeo}, load ${overlay.loadAverage.before[0]}→${overlay.loadAverage.after[0]}): ${(i.compressedBytes / 1e6).toFixed(0)} MB gzip, ${i.layers} layers, ${i.files} files, from a loopback registry, best of ${overlay.rounds ?? 2}; time ÷ docker pull (goal ≤ ${overlay.goal.vsDocker}×) and ÷ skopeo (stretch ≤ ${overlay.goal.stretchVsSkopeo}×), lower is better.`,
     '',
   );
   out.push('| step | seconds | ÷ docker | ÷ skopeo | CPU s | peak RSS |', '| --- | --- | --- | --- | --- | --- |');

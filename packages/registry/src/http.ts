@@ -12,6 +12,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { pipeline, type Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
+import { Http1Pool } from './http1.js';
 
 export type HttpHeaders = Record<string, string | string[] | undefined>;
 
@@ -54,12 +55,18 @@ function httpError(code: string, message: string): Error {
   return Object.assign(new Error(message), { code });
 }
 
-/** node's http/https with keep-alive agents: direct connections. */
+/**
+ * Direct connections: node's http/https with keep-alive agents, except plain-HTTP requests
+ * without a body (blob and manifest GETs, HEADs, DELETEs), which read into large buffers
+ * (`Http1Pool`; `STEVEDORE_NODE_HTTP=1` sends them through node's http too).
+ */
 export class NodeDispatcher implements HttpDispatcher {
   private readonly http: http.Agent;
   private readonly https: https.Agent;
+  private readonly plain: Http1Pool | undefined;
 
   constructor(tls: TlsSettings) {
+    this.plain = process.env.STEVEDORE_NODE_HTTP === '1' ? undefined : new Http1Pool(KEEP_ALIVE_MS);
     // `timeout` here is what an idle pooled socket gets; a request sets its own while it runs.
     this.http = new http.Agent({ keepAlive: true, timeout: KEEP_ALIVE_MS, scheduling: 'lifo' });
     this.https = new https.Agent({
@@ -72,6 +79,7 @@ export class NodeDispatcher implements HttpDispatcher {
   }
 
   request(url: URL, o: HttpRequest): Promise<HttpResponse> {
+    if (this.plain && url.protocol === 'http:' && o.body === undefined) return this.plain.request(url, o);
     const secure = url.protocol === 'https:';
     return new Promise<HttpResponse>((resolve, reject) => {
       let settled = false;
@@ -124,6 +132,7 @@ export class NodeDispatcher implements HttpDispatcher {
   async close(): Promise<void> {
     this.http.destroy();
     this.https.destroy();
+    this.plain?.close();
   }
 }
 
