@@ -280,7 +280,7 @@ describe('Http1Pool', () => {
     }
     expect(n).toBe(size);
     expect(got.digest('hex')).toBe(want.digest('hex'));
-    expect(maxBuffered).toBeLessThanOrEqual(16);
+    expect(maxBuffered).toBeLessThanOrEqual(4);
   }, 30_000);
 
   it('answers as node http does for a real server: status, headers, body', async () => {
