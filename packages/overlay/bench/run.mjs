@@ -315,26 +315,25 @@ try {
     if (left || dirs.length) throw new Error(`docker not cold: images ${left}, overlay2 ${dirs.join(' ')}`);
   };
   for (let round = 1; round <= ROUNDS; round++) {
-    await dockerCold();
-    const cpu0 = dockerdCpu(dockerd.pid);
-    const d = measure(H.bins.docker, ['--host', dockerd.host, 'pull', '-q', ref], { env: dockerEnv });
-    d.cpuSeconds += dockerdCpu(dockerd.pid) - cpu0; // the work happens in dockerd
-    runs.docker.push(d);
-    dockerImageId = (await dockerd.docker(['image', 'inspect', '--format', '{{.Id}}', ref])).stdout.trim();
-
-    const sk = p(`skopeo-${round}`);
-    runs.skopeo.push(
-      measure(
-        SKOPEO,
-        ['--insecure-policy', 'copy', '-q', '--src-tls-verify=false', `docker://${ref}`, `oci:${sk}:${TAG}`],
-        {
-          env: skopeoEnv,
-        },
-      ),
-    );
-    rmSync(sk, { recursive: true, force: true });
-
-    // ours: API and CLI, in alternating order (neither always runs right after skopeo)
+    const dockerRun = async () => {
+      await dockerCold();
+      const cpu0 = dockerdCpu(dockerd.pid);
+      const d = measure(H.bins.docker, ['--host', dockerd.host, 'pull', '-q', ref], { env: dockerEnv });
+      d.cpuSeconds += dockerdCpu(dockerd.pid) - cpu0; // the work happens in dockerd
+      runs.docker.push(d);
+      dockerImageId = (await dockerd.docker(['image', 'inspect', '--format', '{{.Id}}', ref])).stdout.trim();
+    };
+    const skopeoRun = () => {
+      const sk = p(`skopeo-${round}`);
+      runs.skopeo.push(
+        measure(
+          SKOPEO,
+          ['--insecure-policy', 'copy', '-q', '--src-tls-verify=false', `docker://${ref}`, `oci:${sk}:${TAG}`],
+          { env: skopeoEnv },
+        ),
+      );
+      rmSync(sk, { recursive: true, force: true });
+    };
     let api;
     const apiRun = () => {
       const apiRoot = p(`store-api-${round}`);
@@ -348,7 +347,13 @@ try {
       runs.cli.push(measure(process.execPath, [CLI, '-q', '--root', cliRoot, 'pull', ref]));
       rmSync(cliRoot, { recursive: true, force: true });
     };
-    for (const run of round % 2 ? [cliRun, apiRun] : [apiRun, cliRun]) run();
+    // The order rotates from round to round. On this VM the step right after a big deletion
+    // (skopeo's output, docker's rmi) often pays a second of extra system time touching memory
+    // (copy_folio_from_iter_atomic under perf); a fixed order would always hand that to the
+    // same tool.
+    const order = [dockerRun, skopeoRun, apiRun, cliRun];
+    const shift = [0, 2, 3][(round - 1) % 3];
+    for (const run of [...order.slice(shift), ...order.slice(0, shift)]) await run();
     console.log(
       `round ${round}: docker ${runs.docker.at(-1).seconds.toFixed(2)} s, skopeo ${runs.skopeo.at(-1).seconds.toFixed(2)} s, ` +
         `ours API ${api.seconds.toFixed(2)} s, CLI ${runs.cli.at(-1).seconds.toFixed(2)} s`,
@@ -552,7 +557,7 @@ try {
     loadAverage: { before: loadBefore, after: loadAfter },
     image: { ...img, label, storedBytes },
     notes: [
-      `one run; each pull best of ${ROUNDS} (interleaved, fresh state each: a new store / OCI dir, docker rmi + image prune -a before its pull); \`sync\` before each step`,
+      `one run; each pull best of ${ROUNDS} (interleaved, the order rotating from round to round, fresh state each: a new store / OCI dir, docker rmi + image prune -a before its pull); \`sync\` before each step`,
       'seconds: whole process under /usr/bin/time (node start-up included for ours); opSeconds: open + pull alone',
       'ratio: ours ÷ docker pull; vsSkopeo: ours ÷ skopeo copy to an OCI layout (lower is better)',
       'cpuSeconds: user+sys of the process; for docker, of dockerd (and its waited-for children) during the pull',
