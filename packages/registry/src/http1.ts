@@ -121,6 +121,8 @@ interface Exchange {
   body?: Readable;
   reusable: boolean;
   done: boolean;
+  /** Drops the abort listener and the timer; called once the exchange ended, however. */
+  cleanup: () => void;
 }
 
 /** One keep-alive connection, reading into slabs. */
@@ -244,7 +246,9 @@ class Conn {
         if (!ex.done) {
           ex.done = true;
           ex.reusable = false;
+          if (this.ex === ex) this.ex = undefined;
           this.socket.destroy();
+          ex.cleanup();
         }
         cb(err);
       },
@@ -338,6 +342,7 @@ class Conn {
     if (!ex || ex.done) return;
     ex.done = true;
     this.ex = undefined;
+    ex.cleanup();
     if (!ex.settled) {
       ex.settled = true;
       ex.reject(e);
@@ -415,7 +420,6 @@ export class Http1Pool {
           resolve(r);
         },
         reject: (e) => {
-          cleanup();
           // a kept-alive connection the server closed meanwhile: nothing of this exchange was seen
           const code = (e as { code?: string }).code ?? '';
           if (!fresh && ex.received === 0 && ['ECONNRESET', 'EPIPE', 'ECONNABORTED'].includes(code)) {
@@ -427,6 +431,7 @@ export class Http1Pool {
         received: 0,
         reusable: false,
         done: false,
+        cleanup,
       };
       const onAbort = () => c.fail(abortError(signal!));
       if (signal?.aborted) {

@@ -3,6 +3,7 @@
 // and the retry of a pooled connection the server closed, interim responses, timeouts, aborts,
 // malformed responses, backpressure, and the same answers as node's http for real servers.
 import { createHash, randomBytes } from 'node:crypto';
+import { getEventListeners } from 'node:events';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -230,6 +231,13 @@ describe('Http1Pool', () => {
     const r = await pool.request(s.url('/slow-body'), req({ signal: ac2.signal }));
     setTimeout(() => ac2.abort(), 50);
     await expect(text(r)).rejects.toMatchObject({ name: 'AbortError' });
+    // a request that ended (read to its end, or dropped by its reader) leaves no listener behind
+    const ac4 = new AbortController();
+    const s2 = await rawServer((sock) => sock.write('HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfull'));
+    expect(await text(await pool.request(s2.url(), req({ signal: ac4.signal })))).toBe('full');
+    const dropped = await pool.request(s.url('/slow-body'), req({ signal: ac4.signal }));
+    dropped.body.destroy();
+    expect(getEventListeners(ac4.signal, 'abort')).toHaveLength(0);
     const ac3 = new AbortController();
     ac3.abort();
     await expect(pool.request(s.url('/silent'), req({ signal: ac3.signal }))).rejects.toMatchObject({
