@@ -347,13 +347,16 @@ try {
       runs.cli.push(measure(process.execPath, [CLI, '-q', '--root', cliRoot, 'pull', ref]));
       rmSync(cliRoot, { recursive: true, force: true });
     };
-    // The order rotates from round to round. On this VM the step right after a big deletion
-    // (skopeo's output, docker's rmi) often pays a second of extra system time touching memory
-    // (copy_folio_from_iter_atomic under perf); a fixed order would always hand that to the
-    // same tool.
-    const order = [dockerRun, skopeoRun, apiRun, cliRun];
-    const shift = [0, 2, 3][(round - 1) % 3];
-    for (const run of [...order.slice(shift), ...order.slice(0, shift)]) await run();
+    // The order changes from round to round. On this VM the step right after skopeo's output is
+    // deleted often pays a second of extra system time copying into the page cache (perf:
+    // copy_folio_from_iter_atomic; a step after our own store's deletion does not): each round
+    // hands that place to another tool (API, then CLI, then docker).
+    const orders = [
+      [dockerRun, skopeoRun, apiRun, cliRun],
+      [apiRun, dockerRun, skopeoRun, cliRun],
+      [cliRun, apiRun, skopeoRun, dockerRun],
+    ];
+    for (const run of orders[(round - 1) % orders.length]) await run();
     console.log(
       `round ${round}: docker ${runs.docker.at(-1).seconds.toFixed(2)} s, skopeo ${runs.skopeo.at(-1).seconds.toFixed(2)} s, ` +
         `ours API ${api.seconds.toFixed(2)} s, CLI ${runs.cli.at(-1).seconds.toFixed(2)} s`,
@@ -557,7 +560,7 @@ try {
     loadAverage: { before: loadBefore, after: loadAfter },
     image: { ...img, label, storedBytes },
     notes: [
-      `one run; each pull best of ${ROUNDS} (interleaved, the order rotating from round to round, fresh state each: a new store / OCI dir, docker rmi + image prune -a before its pull); \`sync\` before each step`,
+      `one run; each pull best of ${ROUNDS} (interleaved, the order changing from round to round, fresh state each: a new store / OCI dir, docker rmi + image prune -a before its pull); \`sync\` before each step`,
       'seconds: whole process under /usr/bin/time (node start-up included for ours); opSeconds: open + pull alone',
       'ratio: ours ÷ docker pull; vsSkopeo: ours ÷ skopeo copy to an OCI layout (lower is better)',
       'cpuSeconds: user+sys of the process; for docker, of dockerd (and its waited-for children) during the pull',
