@@ -291,6 +291,19 @@ describe('Http1Pool', () => {
     expect(maxBuffered).toBeLessThanOrEqual(4);
   }, 30_000);
 
+  it('connects to an IPv6 literal and sends its Host with brackets', async () => {
+    const server = http.createServer((q, res) => res.end(`host=${q.headers.host}`));
+    const listening = await new Promise<boolean>((ok) => {
+      server.once('error', () => ok(false));
+      server.listen(0, '::1', () => ok(true));
+    });
+    if (!listening) return; // no IPv6 loopback on this machine
+    servers.push(server as unknown as net.Server);
+    const port = (server.address() as AddressInfo).port;
+    const r = await pool.request(new URL(`http://[::1]:${port}/v2/`), req());
+    expect([r.statusCode, await text(r)]).toEqual([200, `host=[::1]:${port}`]);
+  });
+
   it('answers as node http does for a real server: status, headers, body', async () => {
     const server = http.createServer((q, res) => {
       if (q.url === '/chunked') {
