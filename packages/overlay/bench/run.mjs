@@ -299,7 +299,20 @@ try {
   console.log(`pushed ${ref} with skopeo (${(now() - t).toFixed(1)} s)\n`);
   if (process.argv[2] === 'serve') {
     console.log(`serving ${ref}; pull with: node ${join(here, 'step.mjs')} pull STORE_ROOT ${ref}`);
-    await new Promise(() => setInterval(() => {}, 1 << 30)); // until SIGINT (cleans up)
+    // Until a signal: the harness's own hook stops the daemons first, then this one unmounts
+    // the fresh filesystem (the `finally` below does not run on a signal).
+    for (const sig of ['SIGINT', 'SIGTERM']) {
+      process.once(sig, () => {
+        try {
+          fsys.unmount();
+          rmSync(fsysBase, { recursive: true, force: true });
+        } catch (e) {
+          console.error(e);
+        }
+        process.exit(0);
+      });
+    }
+    await new Promise(() => setInterval(() => {}, 1 << 30));
   }
 
   // ---- 1. pull, each tool ROUNDS times, interleaved, fresh state each time ----
