@@ -471,6 +471,8 @@ export class Store {
       const byIndex = new Map(staged.map((s) => [s.index, s]));
       // Which layers are new, and their `lower` chains (known in memory once the parent's is).
       const plan: { i: number; s: Staged; id: string; link: string; lower: string | undefined }[] = [];
+      // the parent of the next layer: a stored one (its chain read only if a new layer follows)
+      let parentDir: string | undefined;
       let parentChain: string | undefined;
       for (let i = 0; i < chains.length; i++) {
         const chain = chains[i]!;
@@ -478,10 +480,13 @@ export class Store {
         const have = await this.layer(chain);
         if (have) {
           if (s) await rm(s.stage, { recursive: true, force: true });
-          parentChain = await this.lowerChain(have.dir);
+          parentDir = have.dir;
+          parentChain = undefined;
           continue;
         }
         if (!s) throw new StevedoreError('ERR_STORE_CORRUPT', `layer ${chain} vanished while loading`);
+        if (parentDir) parentChain = await this.lowerChain(parentDir);
+        parentDir = undefined;
         const link = shortLinkId();
         plan.push({ i, s, id: randomId(), link, lower: parentChain });
         parentChain = parentChain ? `l/${link}:${parentChain}` : `l/${link}`;

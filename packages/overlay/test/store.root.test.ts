@@ -132,6 +132,12 @@ describe.skipIf(!isRoot)('overlay2 store', () => {
     const r = await store.loadImage(other, { tags: ['other:1'] });
     expect(r.applied).toBe(1);
     expect(r.chainIds.slice(0, 2).map(String)).toEqual(chains.slice(0, 2).map(String));
+    // the new top layer's lower: the stored parents' short links, nearest first
+    const dirOf = async (chain: (typeof chains)[number]) => (await store.layer(chain))!.dir;
+    const linkOf = async (chain: (typeof chains)[number]) => read(path.join(await dirOf(chain), 'link'));
+    expect(read(path.join(await dirOf(r.chainIds[2]!), 'lower'))).toBe(
+      `l/${await linkOf(chains[1]!)}:l/${await linkOf(chains[0]!)}`,
+    );
     const again = await store.loadImage(img, { tags: ['fixture:again'] });
     expect(again.applied).toBe(0);
     expect(readdirSync(path.join(store.root, 'overlay2')).length).toBe(4 + 1); // 4 layers + l
