@@ -4,6 +4,7 @@
 //! and small traits, outputs are plain values and one [`Error`] enum whose [`Error::code`] is
 //! the stable identifier the bindings expose to JavaScript.
 
+pub mod crc64;
 pub mod digest;
 pub mod error;
 pub mod layer;

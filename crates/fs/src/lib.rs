@@ -21,7 +21,7 @@ mod dirfs;
 mod scan;
 
 pub use dirfs::{DirFile, DirFs, DirHandle};
-pub use scan::{scan_tree, scan_tree_known, KnownContent, TreeEntry, TreeScan};
+pub use scan::{scan_tree, scan_tree_known, scan_tree_metadata, KnownContent, TreeEntry, TreeScan};
 pub use stevedore_core::layer::{
     ApplyLimits, ApplyOptions, ApplyReport, Compression, CreateCompression, CreateMode,
     CreateOptions, CreateReport, MtimePolicy, Progress, StagedLayer, Warning, WhiteoutMode,
@@ -85,6 +85,11 @@ pub fn apply_layer<R: Read + Send>(
 /// [`apply_layer`], then [`scan_tree`] of `target` on `threads` helpers — the record an image
 /// store keeps of a new diff dir. Regular files are hashed as the engine writes them, so the
 /// scan reads none back (only their metadata).
+///
+/// With [`ApplyOptions::tar_split`] the files are not hashed: the report's tar-split rebuilds
+/// the tar, whose digest is the diff_id, so the scan records metadata only. Only when the
+/// tar-split is [`TarSplit::Unusable`](stevedore_core::layer::TarSplit) are the files read back
+/// and hashed.
 pub fn apply_and_scan_layer<R: Read + Send>(
     reader: R,
     target: &Path,
@@ -92,6 +97,20 @@ pub fn apply_and_scan_layer<R: Read + Send>(
     progress: impl FnMut(Progress),
     threads: usize,
 ) -> Result<(ApplyReport, TreeScan)> {
+    if opts.tar_split {
+        let report = apply_layer_recording(reader, target, opts, progress, None)?;
+        let recorded = matches!(
+            report.tar_split,
+            Some(stevedore_core::layer::TarSplit::Recorded(_))
+        );
+        let scan = if recorded {
+            scan_tree_metadata(target)
+        } else {
+            scan_tree(target, threads)
+        }
+        .map_err(|e| io_error("scan", target, &e))?;
+        return Ok((report, scan));
+    }
     let known = std::sync::Arc::new(KnownContent::default());
     let report = apply_layer_recording(reader, target, opts, progress, Some(known.clone()))?;
     let scan =

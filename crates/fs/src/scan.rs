@@ -100,6 +100,21 @@ pub fn scan_tree_known(
     threads: usize,
     known: Option<&KnownContent>,
 ) -> io::Result<TreeScan> {
+    scan(root, threads, known, true)
+}
+
+/// [`scan_tree`] without content hashes (`sha256` stays `None`): metadata only, for a tree
+/// whose content is proven another way (a tar-split rebuilt against the diff_id).
+pub fn scan_tree_metadata(root: &Path) -> io::Result<TreeScan> {
+    scan(root, 1, None, false)
+}
+
+fn scan(
+    root: &Path,
+    threads: usize,
+    known: Option<&KnownContent>,
+    hash: bool,
+) -> io::Result<TreeScan> {
     let mut fs = DirFs::open(root)?;
     let top = fs.root().map_err(|e| err("open", b".", e))?;
     let threads = threads.max(1);
@@ -129,7 +144,7 @@ pub fn scan_tree_known(
             });
         }
         drop(done_tx);
-        let walked = walk(&mut fs, top, &work_tx, known);
+        let walked = walk(&mut fs, top, &work_tx, known, hash);
         drop(work_tx); // the helpers finish the queue and stop
         let mut scan = walked?;
         for (i, r) in done_rx {
@@ -153,6 +168,7 @@ fn walk(
     top: <DirFs as Fs>::Dir,
     work: &mpsc::SyncSender<(usize, File)>,
     known: Option<&KnownContent>,
+    hash: bool,
 ) -> io::Result<TreeScan> {
     let mut entries = Vec::new();
     let mut size = 0u64;
@@ -228,7 +244,7 @@ fn walk(
             FileType::CharDevice | FileType::BlockDevice => {
                 e.rdev = Some((st.rdev_major, st.rdev_minor));
             }
-            FileType::File if e.hardlink.is_none() => {
+            FileType::File if hash && e.hardlink.is_none() => {
                 if let Some(d) = known.and_then(|k| k.get(st.dev, st.ino, st.size)) {
                     e.sha256 = Some(d);
                     entries.push(e);

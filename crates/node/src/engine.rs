@@ -9,6 +9,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use stevedore_core::layer::TarSplit;
 use stevedore_core::overlay::XattrNamespace;
 use stevedore_core::Digest;
 use stevedore_fs::{
@@ -147,6 +148,9 @@ fn apply_options(env: Env, o: napi_value) -> JsResult<ApplyOptions> {
     if let Some(n) = opt_u64(env, o, "maxSparseEntries")? {
         opts.limits.tar.max_sparse_entries = n;
     }
+    if let Some(v) = opt(env, o, "tarSplit")? {
+        opts.tar_split = env.get_bool(v, "tarSplit")?;
+    }
     Ok(opts)
 }
 
@@ -195,6 +199,11 @@ fn apply_report(env: Env, r: &stevedore_fs::ApplyReport) -> JsResult<napi_value>
         &r.skipped,
     )?;
     env.set(o, "compression", env.string(r.compression.name())?)?;
+    match &r.tar_split {
+        Some(TarSplit::Recorded(bytes)) => env.set(o, "tarSplit", env.buffer_copy(bytes)?)?,
+        Some(TarSplit::Unusable(why)) => env.set(o, "tarSplitUnusable", env.string(why)?)?,
+        None => {}
+    }
     Ok(o)
 }
 
@@ -549,19 +558,25 @@ pub fn layer_create(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
     )
 }
 
-/// `treeScan(dir) -> Promise<string>`: [`stevedore_fs::scan_tree`] as JSON,
+/// `treeScan(dir, hash = true) -> Promise<string>`: [`stevedore_fs::scan_tree`] as JSON
+/// ([`stevedore_fs::scan_tree_metadata`] with `hash` false: no `sha256`),
 /// `{"entries":[{path,type,mode,uid,gid,size,mtime?,sha256?,link?,hardlink?,rdev?,xattrs?}],"size"}`
 /// — the shape of the overlay store's diff manifests (`mtime` as `secs.nanos`, not for
 /// directories; xattr values in hex). JSON because one string crosses into JS far faster than
 /// thousands of objects built through Node-API.
 pub fn tree_scan(env: Env, args: &[napi_value]) -> JsResult<napi_value> {
     let dir = PathBuf::from(env.get_string(args[0], "dir")?);
+    let hash = env.is_nullish(args[1])? || env.get_bool(args[1], "hash")?;
     env.spawn(
         "stevedore:treeScan",
         &[],
         move || {
-            let scan = stevedore_fs::scan_tree(&dir, scan_threads())
-                .map_err(|e| io_err("scan", &dir, e))?;
+            let scan = if hash {
+                stevedore_fs::scan_tree(&dir, scan_threads())
+            } else {
+                stevedore_fs::scan_tree_metadata(&dir)
+            }
+            .map_err(|e| io_err("scan", &dir, e))?;
             Ok(tree_json(&scan))
         },
         |env, json| env.string(&json),

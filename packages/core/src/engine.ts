@@ -52,6 +52,14 @@ export interface ApplyLayerOptions {
    * at a fraction of a separate scan's cost.
    */
   scan?: boolean;
+  /**
+   * Record the layer's tar-split (report `tarSplit`): Docker's `tar-split.json.gz`, which
+   * rebuilds the exact tar from the extracted tree (`@stevedore/overlay` reads it back). With
+   * `scan: true` the files are then not hashed (the rebuilt tar's digest is the diff_id); when the
+   * layer cannot be rebuilt from its tree (a path given twice, a sparse file) the report says
+   * why in `tarSplitUnusable` and the scan hashes the files.
+   */
+  tarSplit?: boolean;
   /** Called about every `progressIntervalMs` (default 100) while the layer is applied. */
   onProgress?: (progress: LayerProgress) => void;
   progressIntervalMs?: number;
@@ -98,6 +106,9 @@ export interface ApplyLayerReport {
   skipped: LayerWarning[];
   /** With `scan: true`: the applied tree as {@link scanTree} reports it. */
   tree?: { entries: TreeEntry[]; size: number };
+  /** With `tarSplit: true`: the gzip'd tar-split, unless `tarSplitUnusable` says why not. */
+  tarSplit?: Uint8Array;
+  tarSplitUnusable?: string;
 }
 
 export interface CreateLayerOptions {
@@ -424,12 +435,16 @@ export interface TreeEntry {
  * Every entry below `dir` — never following a symlink, names in byte order, depth first — with
  * its metadata, xattrs and the sha256 of each regular file (hashed on native threads). `size`
  * is Docker's size of a layer dir (non-directories, each inode once). The record an image
- * store keeps of a diff dir to prove it unchanged later.
+ * store keeps of a diff dir to prove it unchanged later. With `hash: false`, metadata only (no
+ * `sha256`): for a tree whose content is proven another way.
  */
-export async function scanTree(dir: string): Promise<{ entries: TreeEntry[]; size: number }> {
+export async function scanTree(
+  dir: string,
+  options: { hash?: boolean } = {},
+): Promise<{ entries: TreeEntry[]; size: number }> {
   const a = addon();
   try {
-    return JSON.parse(await a.treeScan(dir)) as { entries: TreeEntry[]; size: number };
+    return JSON.parse(await a.treeScan(dir, options.hash ?? true)) as { entries: TreeEntry[]; size: number };
   } catch (e) {
     throw asStevedoreError(e);
   }

@@ -72,7 +72,7 @@ export interface NativeAddon {
     parallel: number | null,
     progress: unknown,
   ): Promise<import('./engine.js').ApplyLayerReport[]>;
-  treeScan(dir: string): Promise<string>;
+  treeScan(dir: string, hash?: boolean): Promise<string>;
   layerVerify(source: string, options: object | null): Promise<import('./engine.js').ApplyLayerReport>;
   fileAppend(
     fd: number,

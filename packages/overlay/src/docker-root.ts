@@ -21,7 +21,6 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, constants as fsConstants } from 'node:fs';
 import { lstat, mkdir, mkdtemp, open, readdir, readlink, realpath, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
@@ -40,6 +39,7 @@ import {
 } from '@stevedore/image';
 import { type MountInfo, overlaySupported, runMount } from './mount.js';
 import type { LoadResult, Store } from './store.js';
+import { reassembleTarSplit } from './tar-split.js';
 import { MergedView } from './view.js';
 
 export const DEFAULT_DOCKER_ROOT = '/var/lib/docker';
@@ -49,7 +49,6 @@ const LINK = /^[A-Z2-7]{26}$/;
 /** Caps before parsing (configs as manifests elsewhere; repositories.json holds every tag). */
 const MAX_CONFIG = 4 << 20;
 const MAX_REPOSITORIES = 64 << 20;
-const MAX_TAR_SPLIT_LINE = 4 << 20;
 
 export interface DockerImageSummary {
   id: Digest;
@@ -424,7 +423,9 @@ export class DockerRoot {
         yield c;
       }
     };
-    const source = Readable.from(hashDiff(reassemble(layer.tarSplit, layer.diffDir)));
+    const source = Readable.from(
+      hashDiff(reassembleTarSplit(layer.tarSplit, layer.diffDir, 'ERR_DOCKER_ROOT_CORRUPT')),
+    );
     const sink = createWriteStream(out, { mode: 0o600, flags: 'wx' });
     if (options.gzip) await pipeline(source, createGzip({ level: 6 }), hashWritten, sink);
     else await pipeline(source, hashWritten, sink);
@@ -436,89 +437,6 @@ export class DockerRoot {
       );
     }
     return { digest: written.digest(), size: written.size };
-  }
-}
-
-interface TarSplitEntry {
-  type: number;
-  name?: string;
-  name_raw?: string;
-  size?: number;
-  payload?: string | null;
-}
-
-/**
- * tar-split's `asm.WriteOutputTarStream`: type 2 entries are raw tar bytes (headers, padding,
- * the end blocks); type 1 entries are file contents, read from the diff dir by name.
- */
-async function* reassemble(tarSplit: string, diffDir: string): AsyncGenerator<Uint8Array> {
-  const lines = createInterface({
-    input: createReadStream(tarSplit).pipe(createGunzip()),
-    crlfDelay: Number.POSITIVE_INFINITY,
-  });
-  const dirs = new Set<string>();
-  for await (const line of lines) {
-    if (!line) continue;
-    if (line.length > MAX_TAR_SPLIT_LINE)
-      fail('ERR_DOCKER_ROOT_CORRUPT', `${tarSplit}: entry over ${MAX_TAR_SPLIT_LINE} bytes`);
-    let e: TarSplitEntry;
-    try {
-      e = JSON.parse(line) as TarSplitEntry;
-    } catch (err) {
-      fail('ERR_DOCKER_ROOT_CORRUPT', `${tarSplit}: ${(err as Error).message}`, err);
-    }
-    if (e.type === 2) {
-      if (e.payload) yield Buffer.from(e.payload, 'base64');
-    } else if (e.type === 1) {
-      const size = e.size ?? 0;
-      if (size === 0) continue;
-      const name = e.name_raw ? Buffer.from(e.name_raw, 'base64').toString('latin1') : (e.name ?? '');
-      yield* fileBytes(diffDir, name, size, dirs);
-    } else {
-      fail('ERR_DOCKER_ROOT_CORRUPT', `${tarSplit}: unknown entry type ${e.type}`);
-    }
-  }
-}
-
-/**
- * The bytes of `name` under `dir`, read without following symlinks anywhere (each parent is
- * lstat'ed as a real directory, the file opened O_NOFOLLOW); it must be a regular file of `size`.
- */
-async function* fileBytes(dir: string, name: string, size: number, checked: Set<string>): AsyncGenerator<Uint8Array> {
-  const parts = name.split('/').filter((p) => p !== '' && p !== '.');
-  if (parts.length === 0 || parts.includes('..'))
-    fail('ERR_DOCKER_ROOT_CORRUPT', `tar-split names ${JSON.stringify(name)}`);
-  let sub = '';
-  for (const p of parts.slice(0, -1)) {
-    sub = sub ? `${sub}/${p}` : p;
-    if (checked.has(sub)) continue;
-    if (!(await isDir(path.join(dir, sub)))) {
-      fail('ERR_DIGEST_MISMATCH', `${path.join(dir, name)}: ${sub} is not a directory in the diff dir`);
-    }
-    checked.add(sub);
-  }
-  const file = path.join(dir, ...parts);
-  let fh: Awaited<ReturnType<typeof open>>;
-  try {
-    fh = await open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
-  } catch (e) {
-    fail('ERR_DIGEST_MISMATCH', `${file}: ${(e as Error).message} (the diff dir no longer matches its layer)`, e);
-  }
-  try {
-    const st = await fh.stat();
-    if (!st.isFile() || st.size !== size) {
-      fail('ERR_DIGEST_MISMATCH', `${file}: expected a ${size}-byte regular file (the diff dir no longer matches)`);
-    }
-    let left = size;
-    while (left > 0) {
-      const buf = Buffer.allocUnsafe(Math.min(left, 1 << 20));
-      const { bytesRead } = await fh.read(buf, 0, buf.length, size - left);
-      if (bytesRead === 0) fail('ERR_DIGEST_MISMATCH', `${file}: shorter than ${size} bytes`);
-      left -= bytesRead;
-      yield buf.subarray(0, bytesRead);
-    }
-  } finally {
-    await fh.close();
   }
 }
 

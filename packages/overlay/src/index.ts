@@ -50,6 +50,14 @@ export {
   type StoreOptions,
 } from './store.js';
 export {
+  crc64Iso,
+  readTarSplit,
+  reassembleTarSplit,
+  TAR_SPLIT_FILE,
+  type TarSplitEntry,
+  verifyTarSplit,
+} from './tar-split.js';
+export {
   exportImage,
   MergedView,
   overlayXattrs,

@@ -2,15 +2,19 @@
  * Content manifests of diff dirs, for `fsck --verify`.
  *
  * Docker re-proves a diff dir against its diff_id by rebuilding the layer tar from tar-split
- * metadata; we keep no tar-split, and the original tar bytes cannot be rebuilt from a directory
- * (header order, PAX records, padding). Instead, right after a layer was extracted by the engine
+ * metadata; so do we (tar-split.ts), but a rebuilt tar only reads the files it names: it sees
+ * neither a changed mode, owner or xattr (the headers come from the tar-split) nor an added
+ * file. And some layers cannot be rebuilt from their dir (a path given twice, a sparse file).
+ * So, in addition, right after a layer was extracted by the engine
  * — which verified the blob digest and the diff_id of the bytes it extracted — and before the
  * staged dir is committed, the staged diff dir is walked and every entry is recorded: path,
  * type, mode, owner, size, mtime, sha256 of the content, symlink target, hardlink group, device
  * numbers and xattrs. The manifest names the diff_id and chain ID it was taken for and is
  * committed with the layerdb entry (`layerdb/sha256/<chain>/stevedore-diff.json.gz`, outside the
  * diff dir, in the same atomic rename). Verifying re-walks the diff dir and compares entry by
- * entry, so any changed byte, added, removed or re-typed entry is reported by path.
+ * entry, so any changed byte, added, removed or re-typed entry is reported by path. Layers with
+ * a tar-split record no content hashes here (`sha256` absent): the rebuilt tar proves the
+ * content, and the pull hashes no file twice.
  */
 import { readFile } from 'node:fs/promises';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -39,8 +43,8 @@ export interface DiffWalk {
  * Walks a diff dir (never following links; names in byte order, depth first) and hashes its
  * files: the core's native `scanTree` (fd-relative walk, files hashed on native threads).
  */
-export async function walkDiff(dir: string): Promise<DiffWalk> {
-  return scanTree(dir);
+export async function walkDiff(dir: string, options: { hash?: boolean } = {}): Promise<DiffWalk> {
+  return scanTree(dir, options);
 }
 
 export function encodeDiffManifest(m: DiffManifest): Uint8Array {

@@ -18,8 +18,11 @@
  * short links, layerdb, imagedb, container records and repositories.json change only under one
  * lock file (`<root>/lock`). A writer killed at any point leaves nothing visible: `open`
  * removes what it left (staging of dead pids, overlay2 dirs no layer or container owns, dangling
- * short links, temp files), and a layerdb entry carries a content manifest of its diff dir
- * (`stevedore-diff.json.gz`, see manifest.ts) for `fsck --verify`.
+ * short links, temp files). A layerdb entry carries, for `fsck --verify`, Docker's
+ * `tar-split.json.gz` (recorded by the engine while it extracted the layer: the exact tar is
+ * rebuilt from it and the diff dir, and must hash to the diff_id) and a manifest of the diff
+ * dir's metadata (`stevedore-diff.json.gz`, see manifest.ts; with content hashes too when the
+ * layer cannot be rebuilt from its dir).
  */
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
@@ -55,6 +58,7 @@ import {
 import { exists, mkdirp, randomId, shortLinkId, symlinkAtomic, writeFileAtomic, writeFilesSynced } from './fsutil.js';
 import { pidAlive, withLock } from './lock.js';
 import { DIFF_MANIFEST_FILE, diffManifestOf, encodeDiffManifest, takeDiffManifest } from './manifest.js';
+import { TAR_SPLIT_FILE } from './tar-split.js';
 
 export interface StoreOptions {
   /** Data root. Default: `STEVEDORE_ROOT`, else `/var/lib/stevedore` as root, else `~/.local/share/stevedore`. */
@@ -126,6 +130,8 @@ interface Staged {
   size: number;
   /** The gzip'd content manifest of `stage/diff`. */
   manifest: Uint8Array;
+  /** The layer's tar-split (`tar-split.json.gz`), unless it cannot rebuild the tar. */
+  tarSplit: Uint8Array | undefined;
 }
 
 /** `<name>.tmp-<pid>-<hex>` (writeFileAtomic, symlinkAtomic), `lock.<pid>.<hex>` and `lock.stale-<pid>-<hex>` (lock.ts). */
@@ -424,6 +430,9 @@ export class Store {
             expectedDigest: layer.digest,
             expectedDiffId: diffId,
             scan: true,
+            // Docker's tar-split rebuilds the exact tar from the diff dir (fsck --verify hashes it
+            // against the diff_id): the scan then records metadata only, files are not hashed.
+            tarSplit: true,
             // Unprivileged stores mark opaque dirs with `user.overlay.opaque` (fuse-overlayfs and
             // `-o userxattr` read it); `trusted.*` needs CAP_SYS_ADMIN.
             xattrNamespace: process.getuid?.() === 0 ? 'trusted' : 'user',
@@ -435,11 +444,17 @@ export class Store {
               ? await applyLayer(await this.putLayerBlob(layer), diffDir, applyOptions)
               : await this.downloadAndApply(layer, diffDir, applyOptions);
           // The content manifest of what the engine just extracted and verified (fsck --verify):
-          // scanned by the engine itself, its files hashed as they were written.
+          // scanned by the engine itself; its files hashed only when there is no tar-split.
           const taken = report.tree
             ? diffManifestOf(report.tree, diffId, chains[i]!)
             : await takeDiffManifest(diffDir, diffId, chains[i]!);
-          staged.push({ index: i, stage, size: taken.size, manifest: encodeDiffManifest(taken.manifest) });
+          staged.push({
+            index: i,
+            stage,
+            size: taken.size,
+            manifest: encodeDiffManifest(taken.manifest),
+            tarSplit: report.tarSplit,
+          });
         } catch (e) {
           await rm(stage, { recursive: true, force: true });
           throw e;
@@ -499,7 +514,7 @@ export class Store {
           plan.map(async (p, k) => {
             const [, tmp] = await Promise.all([
               this.stageLayerDir(p.s.stage, p.link, p.lower),
-              this.stageLayerdb(diffIds[p.i]!, p.i > 0 ? chains[p.i - 1] : undefined, p.id, p.s.size, p.s.manifest),
+              this.stageLayerdb(diffIds[p.i]!, p.i > 0 ? chains[p.i - 1] : undefined, p.id, p.s),
             ]);
             layerdbStages[k] = tmp;
           }),
@@ -620,17 +635,17 @@ export class Store {
     diffId: Digest,
     parent: Digest | undefined,
     cacheId: string,
-    size: number,
-    manifest: Uint8Array,
+    staged: Staged,
   ): Promise<string> {
     const tmp = path.join(this.layerdb, 'tmp', `${process.pid}-write-set-${randomBytes(8).toString('hex')}`);
     await mkdir(tmp, { mode: 0o755 });
     await writeFilesSynced(tmp, [
       ['diff', diffId.toString(), 0o644],
-      ['size', String(size), 0o644],
+      ['size', String(staged.size), 0o644],
       ['cache-id', cacheId, 0o644],
       ...(parent ? [['parent', parent.toString(), 0o644] as const] : []),
-      [DIFF_MANIFEST_FILE, manifest, 0o600],
+      ...(staged.tarSplit ? [[TAR_SPLIT_FILE, staged.tarSplit, 0o644] as const] : []),
+      [DIFF_MANIFEST_FILE, staged.manifest, 0o600],
     ]);
     return tmp;
   }

@@ -20,7 +20,17 @@ import {
   startDockerd,
   startRegistry,
 } from '../../../test/harness/index.js';
-import { MergedView, mount, overlayXattrs, Store, storedImage, umount } from '../src/index.js';
+import {
+  MergedView,
+  mount,
+  overlayXattrs,
+  readTarSplit,
+  Store,
+  storedImage,
+  TAR_SPLIT_FILE,
+  umount,
+  verifyTarSplit,
+} from '../src/index.js';
 import { asObject, walkTree, walkView } from './fixtures.js';
 
 const { canRun } = useRealComponents({ registry: true });
@@ -128,6 +138,37 @@ describe.skipIf(!canRun)('overlay2 store against dockerd', () => {
     expect(Object.keys(ours ?? {})).toHaveLength(2);
     // docker load tags RepoTags only
     expect((await loaded.readRepositories()).Repositories[name]).toEqual({ [tag]: dockerId });
+  });
+
+  it('our tar-split equals dockerd tar-split: the same entries, names, sizes and CRC-64s; each rebuilds the other', async () => {
+    const img = await pulled.image(tag);
+    const files = async (f: string) => {
+      const out: string[] = [];
+      for await (const e of readTarSplit(f, 'ERR_TEST')) {
+        if (e.type === 'file') out.push(`${e.name.toString('latin1')} ${e.size} ${e.crc64?.toString('hex') ?? '-'}`);
+      }
+      return out;
+    };
+    let withContent = 0;
+    for (const l of img.layers) {
+      const ours = path.join(pulled.imageRoot, 'layerdb/sha256', l.chainId.hex, TAR_SPLIT_FILE);
+      const theirs = path.join(dockerImageRoot(), 'layerdb/sha256', l.chainId.hex, TAR_SPLIT_FILE);
+      const list = await files(ours);
+      expect(list).toEqual(await files(theirs));
+      withContent += list.filter((x) => !x.endsWith(' -')).length;
+      const cacheId = read(path.join(dockerImageRoot(), 'layerdb/sha256', l.chainId.hex, 'cache-id'));
+      const dockerDiff = path.join(d.dataRoot, 'overlay2', cacheId, 'diff');
+      // each tar-split rebuilds the exact layer tar from either diff dir
+      for (const [split, dir] of [
+        [ours, l.diffDir],
+        [theirs, dockerDiff],
+        [ours, dockerDiff],
+        [theirs, l.diffDir],
+      ] as const) {
+        expect([split, dir, await verifyTarSplit(split, dir, l.diffId, 'ERR_TEST')]).toEqual([split, dir, []]);
+      }
+    }
+    expect(withContent).toBeGreaterThanOrEqual(5);
   });
 
   it('our diff dirs equal dockerd diff dirs: types, modes, owners, sizes, content, whiteouts, opaque xattrs', async () => {

@@ -10,12 +10,15 @@ import {
   openSync,
   readdirSync,
   rmSync,
+  statSync,
   symlinkSync,
+  utimesSync,
   writeFileSync,
   writeSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { type LayerEntryInput, writeTar } from '@stevedore/core';
 import { chainIds } from '@stevedore/image';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -27,6 +30,7 @@ import {
   removeContainer,
   Store,
   shortLinkId,
+  TAR_SPLIT_FILE,
   umount,
   verifyLayers,
 } from '../src/index.js';
@@ -76,18 +80,48 @@ describe.skipIf(!isRoot)('fsck --verify: diff dirs against their recorded conten
 
   it('one changed byte is reported with exactly its layer and path; restoring it makes it clean', async () => {
     const file = path.join((await layerOf(2)).diffDir, 'data/bin');
+    const before = statSync(file);
     flipByte(file, 1000);
+    // the manifest sees the mtime; the tar rebuilt from the tar-split sees the content
     const v = await verifyLayers(store);
-    expect(v.problems).toHaveLength(1);
-    expect(v.problems[0]).toMatch(
-      new RegExp(`^${reEscape(what(2))}: data/bin: sha256 sha256:[0-9a-f]{64} → sha256:[0-9a-f]{64}`),
-    );
+    expect(v.problems).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^${reEscape(what(2))}: data/bin: mtime \\d+\\.\\d+ → \\d+\\.\\d+, content changed \\(CRC-64 differs\\)$`,
+        ),
+      ),
+    ]);
     expect(await fsck(store)).toEqual([]); // the layout alone cannot see it
     expect(await fsck(store, { verify: true })).toEqual(v.problems);
+    // same size, mtime put back: only the content proves it
+    utimesSync(file, before.atime, before.mtime);
+    expect((await verifyLayers(store)).problems).toEqual([`${what(2)}: data/bin: content changed (CRC-64 differs)`]);
     writeFileSync(file, 'x'.repeat(70_000));
     // same bytes again, but the mtime is not the one the layer gave it
     expect((await verifyLayers(store)).problems).toEqual([
       expect.stringMatching(/data\/bin: mtime \d+\.\d+ → \d+\.\d+$/),
+    ]);
+    utimesSync(file, before.atime, before.mtime);
+    expect(await verifyLayers(store)).toEqual({ checked: 3, problems: [] });
+  });
+
+  it('a layer its dir cannot rebuild (a path given twice) keeps content hashes instead', async () => {
+    const file = (data: string) => ({
+      entry: { path: 'f', type: 'file', mode: 0o644, mtime: 1_700_000_000 } as LayerEntryInput,
+      data: new TextEncoder().encode(data),
+    });
+    const dup = memImage([writeTar([file('one'), file('two!')])], { gzip: true, label: 'dup' });
+    const s = await Store.open({ root: path.join(work, 'dup') });
+    await s.loadImage(dup, { tags: ['dup:1'] });
+    const chain = chainIds(dup.config.rootfs.diff_ids)[0]!;
+    expect(existsSync(path.join(s.layerdb, 'sha256', chain.hex, TAR_SPLIT_FILE))).toBe(false);
+    expect(await verifyLayers(s)).toEqual({ checked: 1, problems: [] });
+    const f = path.join((await s.image('dup:1')).layers[0]!.diffDir, 'f');
+    const before = statSync(f);
+    flipByte(f, 1);
+    utimesSync(f, before.atime, before.mtime);
+    expect((await verifyLayers(s)).problems).toEqual([
+      expect.stringMatching(/\): f: sha256 sha256:[0-9a-f]{64} → sha256:[0-9a-f]{64}$/),
     ]);
   });
 
@@ -115,9 +149,14 @@ describe.skipIf(!isRoot)('fsck --verify: diff dirs against their recorded conten
     expect((await verifyLayers(s)).problems).toEqual([
       expect.stringMatching(new RegExp(`^${reEscape(what(1))}: opq/new: sha256 `)),
     ]);
-    // without the blob either, it says it cannot verify
+    // without the blob, the tar-split alone still proves the content
     rmSync(s.blobPath(img.layers[1]!.digest));
-    expect((await verifyLayers(s)).problems).toEqual([`${what(1)}: no content manifest and no blob to verify against`]);
+    expect((await verifyLayers(s)).problems).toEqual([`${what(1)}: opq/new: content changed (CRC-64 differs)`]);
+    // without it either, it says it cannot verify
+    rmSync(path.join(s.layerdb, 'sha256', chains[1]!.hex, TAR_SPLIT_FILE));
+    expect((await verifyLayers(s)).problems).toEqual([
+      `${what(1)}: no content manifest, tar-split or blob to verify against`,
+    ]);
   });
 });
 

@@ -74,11 +74,12 @@ describe.skipIf(!isRoot)('overlay2 store', () => {
     const cacheIds: string[] = [];
     for (let i = 0; i < 3; i++) {
       const d = path.join(ldb, chains[i]!.hex);
-      // Docker's files, plus our content manifest of the diff dir (for fsck --verify).
+      // Docker's files (tar-split.json.gz included), plus our manifest of the diff dir's
+      // metadata (for fsck --verify).
       expect(ls(d)).toEqual(
         i === 0
-          ? ['cache-id', 'diff', 'size', 'stevedore-diff.json.gz']
-          : ['cache-id', 'diff', 'parent', 'size', 'stevedore-diff.json.gz'],
+          ? ['cache-id', 'diff', 'size', 'stevedore-diff.json.gz', 'tar-split.json.gz']
+          : ['cache-id', 'diff', 'parent', 'size', 'stevedore-diff.json.gz', 'tar-split.json.gz'],
       );
       expect(read(path.join(d, 'diff'))).toBe(img.config.rootfs.diff_ids[i]!.toString());
       if (i > 0) expect(read(path.join(d, 'parent'))).toBe(chains[i - 1]!.toString());

@@ -4,6 +4,7 @@
 use super::fs::{FileType, Fs, FsError, FsErrorKind, SetMeta, Special, Stat, Target};
 use super::resolve::{Follow, Resolver, Step, WalkError};
 use super::stream::{Compression, Source, StreamEnd};
+use super::tar_split::TarSplitRecorder;
 use super::{ApplyOptions, ApplyReport, Progress, Warnings, WhiteoutMode};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
@@ -132,10 +133,12 @@ where
         same_alg: digest_alg == diff_alg,
         ended: false,
         trailing: 0,
+        split: opts.tar_split.then(TarSplitRecorder::new),
         applier,
     };
     let end = stream(&mut sink, opts, digest_alg, progress)?;
     sink.finish()?;
+    let tar_split = sink.split.take().map(TarSplitRecorder::finish);
     // A plain tar: the digest of the stream is the diff_id, hashed once on the reading side.
     let diff_id = match sink.hasher.take() {
         Some(h) => h.finish(),
@@ -165,6 +168,7 @@ where
         compression: end.compression,
         entries: 0,
         skipped: Vec::new(),
+        tar_split,
     })
 }
 
@@ -306,6 +310,8 @@ pub(crate) struct Sink<'a, E: EntrySink> {
     ended: bool,
     /// Zero bytes read after the end marker.
     trailing: u64,
+    /// The tar-split being recorded, when asked: every consumed byte goes to it.
+    split: Option<TarSplitRecorder>,
     applier: &'a mut E,
 }
 
@@ -336,17 +342,47 @@ impl<E: EntrySink> Sink<'_, E> {
                     });
                 }
                 self.trailing += input.len() as u64;
+                if let Some(s) = &mut self.split {
+                    s.raw(input);
+                }
                 return Ok(());
             }
             let (used, event) = self.reader.next_event(input)?;
+            let consumed = &input[..used];
             match event {
-                Event::NeedMore => return Ok(()),
-                Event::Entry(header) => self.applier.entry(header)?,
+                Event::NeedMore => {
+                    if let Some(s) = &mut self.split {
+                        s.raw(consumed);
+                    }
+                    return Ok(());
+                }
+                Event::Entry(header) => {
+                    if let Some(s) = &mut self.split {
+                        s.entry(header, consumed);
+                    }
+                    self.applier.entry(header)?
+                }
                 // Holes of sparse files arrive as zeros and are written as such (the `Fs` has
                 // no hole punching; the extracted file takes its full logical size on disk).
-                Event::Data(data) => self.applier.data(data)?,
-                Event::EntryEnd => self.applier.end_entry()?,
-                Event::End => self.ended = true,
+                Event::Data(data) => {
+                    if let Some(s) = &mut self.split {
+                        s.data(consumed, data);
+                    }
+                    self.applier.data(data)?
+                }
+                Event::EntryEnd => {
+                    if let Some(s) = &mut self.split {
+                        s.end_entry();
+                        s.raw(consumed);
+                    }
+                    self.applier.end_entry()?
+                }
+                Event::End => {
+                    if let Some(s) = &mut self.split {
+                        s.raw(consumed);
+                    }
+                    self.ended = true
+                }
             }
             input = &input[used..];
         }

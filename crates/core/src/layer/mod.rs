@@ -70,6 +70,7 @@ mod memfs;
 pub(crate) mod resolve;
 mod staged;
 mod stream;
+mod tar_split;
 
 pub use apply::{apply_to, apply_to_local, remove_tree};
 pub use create::{create_from, create_from_local};
@@ -77,6 +78,7 @@ pub use fs::{FileType, Fs, FsError, FsErrorKind, FsResult, SetMeta, Special, Sta
 pub use memfs::{MemEntry, MemFile, MemFs};
 pub use staged::{apply_staged, stage_layer, verify_layer, StagedLayer};
 pub use stream::{detect_compression, Compression};
+pub use tar_split::TarSplit;
 
 use crate::digest::Digest;
 use crate::overlay::{PrivateXattrPolicy, XattrNamespace};
@@ -154,6 +156,9 @@ pub struct ApplyOptions {
     pub limits: ApplyLimits,
     /// Decompress on a helper thread. Default: true, except on wasm.
     pub pipelined: bool,
+    /// Record the layer's tar-split (Docker's `tar-split.json.gz`, see [`TarSplit`]) in the
+    /// report: what rebuilds the exact tar from the extracted tree.
+    pub tar_split: bool,
 }
 
 impl Default for ApplyOptions {
@@ -168,6 +173,7 @@ impl Default for ApplyOptions {
             record_owner: false,
             limits: ApplyLimits::default(),
             pipelined: !cfg!(target_family = "wasm"),
+            tar_split: false,
         }
     }
 }
@@ -210,6 +216,8 @@ pub struct ApplyReport {
     pub entries: u64,
     /// Entries or attributes that were skipped, with the reason.
     pub skipped: Vec<Warning>,
+    /// With [`ApplyOptions::tar_split`]: the recording, or why there is none.
+    pub tar_split: Option<TarSplit>,
 }
 
 /// What tree [`create_from`] reads.
