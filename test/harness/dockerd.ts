@@ -5,6 +5,7 @@
 // the trust key (dockerd 20.10 writes /etc/docker/key.json unless daemon.json says otherwise;
 // the key path is settable only there, not as a flag). Containers go into a cgroup parent of
 // their own, so teardown can find container processes even after a crashed daemon and shim.
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { bins, dockerCertsDir, tmpBase } from './bins.js';
@@ -22,6 +23,8 @@ export interface DockerdOptions {
   extraArgs?: string[];
   /** How long to wait for the API. Default 30 s. */
   startTimeoutMs?: number;
+  /** A directory whose contents are copied (`cp -a`) into the fresh data root before dockerd starts. */
+  dataRootFrom?: string;
 }
 
 export interface DockerOptions {
@@ -70,6 +73,7 @@ export async function startDockerd(opts: DockerdOptions = {}): Promise<Dockerd> 
   const execRoot = p('exec');
   const clientConfigDir = p('client');
   for (const d of [dataRoot, execRoot, clientConfigDir]) mkdirSync(d, { mode: 0o700 });
+  if (opts.dataRootFrom) execFileSync('cp', ['-a', `${opts.dataRootFrom}/.`, dataRoot]);
   // An empty client config: no credential helper, so `docker login` stores into this file.
   writeFileSync(path.join(clientConfigDir, 'config.json'), JSON.stringify({ auths: {} }));
   const daemonJson = p('daemon.json');

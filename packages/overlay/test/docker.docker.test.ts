@@ -5,9 +5,10 @@
 // char 0/0 whiteouts, opaque xattrs); our kernel mount equals our userspace view and
 // `docker export` of a container. Skips when not root or dockerd/registry is missing, unless
 // STEVEDORE_REQUIRE_DOCKER=1 (then it fails).
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { listTarFile } from '@stevedore/core';
 import { chainIds, parseReference } from '@stevedore/image';
 import { pushImage, RegistryClient } from '@stevedore/registry';
@@ -170,6 +171,46 @@ describe.skipIf(!canRun)('overlay2 store against dockerd', () => {
     }
     expect(withContent).toBeGreaterThanOrEqual(5);
   });
+
+  it('dockerd started on a copy of our store runs our image, and docker save rebuilds each layer from our tar-split', async () => {
+    const d2 = await startDockerd({ dataRootFrom: pulled.root });
+    try {
+      expect((await d2.docker(['image', 'inspect', '--format', '{{.Id}}', tag])).stdout.trim()).toBe(dockerId);
+      const run = await d2.docker([
+        'run',
+        '--rm',
+        '--network',
+        'none',
+        tag,
+        '/bin/busybox',
+        'cat',
+        '/etc/b.txt',
+        '/opq/new',
+      ]);
+      expect(run.stdout).toBe('b2\nnew\n');
+      // docker save streams each layer through its tar-split assembler (CRC-64 per file) and a
+      // reader that fails unless the tar hashes to the layer's diff_id
+      const saved = path.join(work, 'saved-from-ours.tar');
+      await d2.docker(['save', '-o', saved, tag]);
+      const again = await Store.open({ root: path.join(work, 'again') });
+      const r = await again.loadDockerArchive(saved);
+      expect(r.map((x) => x.imageId.toString())).toEqual([dockerId]);
+      // and it does read ours: one file's CRC-64 changed in a tar-split makes docker save fail
+      const img = await pulled.image(tag);
+      const layer = img.layers.find((l) => existsSync(path.join(l.diffDir, 'etc/b.txt')))!;
+      const split = path.join(d2.dataRoot, 'image/overlay2/layerdb/sha256', layer.chainId.hex, TAR_SPLIT_FILE);
+      const lines = gunzipSync(readFileSync(split)).toString().split('\n');
+      const at = lines.findIndex((l) => l.includes('"name":"etc/b.txt"'));
+      expect(at).toBeGreaterThan(0);
+      lines[at] = lines[at]!.replace(/"payload":"[^"]+"/, `"payload":"${Buffer.alloc(8, 1).toString('base64')}"`);
+      writeFileSync(split, gzipSync(lines.join('\n')));
+      const bad = await d2.docker(['save', '-o', `${saved}.2`, tag], { allowFailure: true });
+      expect(bad.code).not.toBe(0);
+      expect(bad.stderr).toMatch(/checksum/i);
+    } finally {
+      await d2.stop();
+    }
+  }, 180_000);
 
   it('our diff dirs equal dockerd diff dirs: types, modes, owners, sizes, content, whiteouts, opaque xattrs', async () => {
     const img = await pulled.image(tag);
