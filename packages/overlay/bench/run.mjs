@@ -12,7 +12,7 @@
 //          lowerdir string (the floor).
 //   profile: where our pull's time goes — phase timestamps of the timed pulls (manifest,
 //          download, verify, apply + content manifest, commit), the same work done layer by
-//          layer in isolation (hashFile, applyLayer, scanTree walk), fsync calls (strace -c)
+//          layer in isolation (hashFile, applyLayer with tar-split and scan, metadata walk), fsync calls (strace -c)
 //          and the JS thread's CPU profile (node --cpu-prof).
 //
 // Results: printed, and build/bench/overlay.json (tools/bench-report.mjs makes the README table).
@@ -450,11 +450,11 @@ try {
   );
   console.log(
     `  isolated CPU: hashFile ${cpuSum('hashFile').toFixed(2)} s, applyLayer ${cpuSum('applyLayer').toFixed(2)} s, ` +
-      `scanTree walk ${cpuSum('scanTreeWalk').toFixed(2)} s, manifest encode ${cpuSum('manifestEncode').toFixed(2)} s`,
+      `metadata walk ${cpuSum('scanTreeWalk').toFixed(2)} s, manifest encode ${cpuSum('manifestEncode').toFixed(2)} s`,
   );
   console.log(
     `  isolated, all layers one by one: hashFile ${sum('hashFile').toFixed(2)} s, applyLayer ${sum('applyLayer').toFixed(2)} s, ` +
-      `scanTree walk ${sum('scanTreeWalk').toFixed(2)} s, manifest encode ${sum('manifestEncode').toFixed(2)} s, ` +
+      `metadata walk ${sum('scanTreeWalk').toFixed(2)} s, manifest encode ${sum('manifestEncode').toFixed(2)} s, ` +
       `sync after ${sum('syncAfter').toFixed(2)} s`,
   );
   const storedBytes = dirBytes(keepRoot);
