@@ -394,11 +394,22 @@ export async function verifyLayers(store: Store): Promise<{ checked: number; pro
       const tarSplit = path.join(store.layerdb, 'sha256', c, TAR_SPLIT_FILE);
       const rebuildable = await exists(tarSplit);
       let recorded = m?.entries;
-      if (!recorded) {
+      // A manifest without content hashes leaves the content to the tar-split: without it, the
+      // blob extracted again is the reference (as for a layer without a manifest).
+      const contentUnproven =
+        recorded !== undefined &&
+        !rebuildable &&
+        recorded.some((e) => e.type === 'file' && e.size > 0 && e.hardlink === undefined && e.sha256 === undefined);
+      if (!recorded || contentUnproven) {
         blobs ??= await blobsByDiffId(store);
         const blob = blobs.get(l.diffId.toString());
         if (blob && (await store.hasBlob(blob))) recorded = await extractedEntries(store, blob, l.diffId);
-        else if (!rebuildable) {
+        else if (contentUnproven) {
+          problems.push(
+            `${what}: ${TAR_SPLIT_FILE} is missing and no blob is stored: file contents cannot be verified`,
+          );
+          continue;
+        } else if (!rebuildable) {
           problems.push(`${what}: no content manifest, tar-split or blob to verify against`);
           continue;
         }

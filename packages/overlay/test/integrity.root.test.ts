@@ -136,6 +136,27 @@ describe.skipIf(!isRoot)('fsck --verify: diff dirs against their recorded conten
     ]);
   });
 
+  it('a layer whose tar-split is gone is verified against its blob extracted again, or reported', async () => {
+    const s = await Store.open({ root: path.join(work, 'verify4') });
+    await s.loadImage(img, { tags: ['verify:1'] });
+    const l2 = (await s.image('verify:1')).layers[2]!;
+    rmSync(path.join(s.layerdb, 'sha256', chains[2]!.hex, TAR_SPLIT_FILE));
+    expect(await verifyLayers(s)).toEqual({ checked: 3, problems: [] });
+    const file = path.join(l2.diffDir, 'data/bin');
+    const before = statSync(file);
+    flipByte(file, 5);
+    utimesSync(file, before.atime, before.mtime);
+    expect((await verifyLayers(s)).problems).toEqual([
+      expect.stringMatching(
+        new RegExp(`^${reEscape(what(2))}: data/bin: sha256 sha256:[0-9a-f]{64} → sha256:[0-9a-f]{64}$`),
+      ),
+    ]);
+    rmSync(s.blobPath(img.layers[2]!.digest));
+    expect((await verifyLayers(s)).problems).toEqual([
+      `${what(2)}: ${TAR_SPLIT_FILE} is missing and no blob is stored: file contents cannot be verified`,
+    ]);
+  });
+
   it('an added file, a removed file and a changed mode are each reported by path', async () => {
     const fresh = await Store.open({ root: path.join(work, 'verify2') });
     await fresh.loadImage(img, { tags: ['verify:1'] });
