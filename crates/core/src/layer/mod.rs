@@ -157,7 +157,9 @@ pub struct ApplyOptions {
     /// Decompress on a helper thread. Default: true, except on wasm.
     pub pipelined: bool,
     /// Record the layer's tar-split (Docker's `tar-split.json.gz`, see [`TarSplit`]) in the
-    /// report: what rebuilds the exact tar from the extracted tree.
+    /// report: what rebuilds the exact tar from the extracted tree. Meant for a layer's own tree
+    /// (`overlay` and `oci` modes); in `apply` mode it holds only until another layer changes
+    /// the tree.
     pub tar_split: bool,
 }
 
