@@ -39,17 +39,7 @@ fn opts() -> ApplyOptions {
 }
 
 fn b64(s: &[u8]) -> Vec<u8> {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let (mut bits, mut n, mut out) = (0u32, 0, Vec::new());
-    for &c in s.iter().filter(|&&c| c != b'=') {
-        bits = (bits << 6) | A.iter().position(|&a| a == c).unwrap() as u32;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-        }
-    }
-    out
+    stevedore_core::tar::base64_decode(s).expect("base64")
 }
 
 /// The string value of `"key":"…"` in a line of ours (escapes: `\"`, `\\`, `\u00XX`).

@@ -150,6 +150,7 @@ mod pax;
 mod reader;
 mod writer;
 
+pub use pax::base64_decode;
 pub use reader::{is_hole, read_archive, Event, TarReader};
 pub use writer::{write_archive, TarWriter};
 

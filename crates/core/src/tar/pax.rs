@@ -327,8 +327,9 @@ fn hex(c: u8) -> Option<u8> {
     }
 }
 
-/// Standard base64 (RFC 4648 alphabet); `=` padding optional, nothing else allowed.
-fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
+/// Standard base64 (RFC 4648 alphabet); `=` padding optional, nothing else allowed. Also what
+/// decodes tar-split payloads (Go's JSON form of bytes).
+pub fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
     let mut end = s.len();
     while end > 0 && s[end - 1] == b'=' && s.len() - end < 2 {
         end -= 1;
