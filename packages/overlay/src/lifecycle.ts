@@ -4,6 +4,7 @@
  */
 import { createReadStream } from 'node:fs';
 import { mkdtemp, readdir, readFile, readlink, rename, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { applyLayer, createLayer, Digest, Hasher, hashFile, StevedoreError, sha256 } from '@stevedore/core';
@@ -377,73 +378,93 @@ async function checkLayout(store: Store): Promise<string[]> {
  * the blob, by its tar-split alone).
  */
 export async function verifyLayers(store: Store): Promise<{ checked: number; problems: string[] }> {
+  const chains = (await readdir(path.join(store.layerdb, 'sha256'))).sort();
+  // Layers are independent: a few at once (each mostly waits on reads and native hashing).
+  let blobs: Promise<Map<string, Digest>> | undefined;
+  const blobsOf = () => {
+    blobs ??= blobsByDiffId(store);
+    return blobs;
+  };
+  const results: { checked: boolean; problems: string[] }[] = new Array(chains.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < chains.length; i = next++) results[i] = await verifyLayer(store, chains[i]!, blobsOf);
+  };
+  const width = Math.min(4, Math.max(1, os.availableParallelism?.() ?? os.cpus().length), chains.length);
+  await Promise.all(Array.from({ length: width }, worker));
+  return {
+    checked: results.filter((r) => r.checked).length,
+    problems: results.flatMap((r) => r.problems),
+  };
+}
+
+/** {@link verifyLayers} of one layerdb entry. */
+async function verifyLayer(
+  store: Store,
+  c: string,
+  blobsOf: () => Promise<Map<string, Digest>>,
+): Promise<{ checked: boolean; problems: string[] }> {
   const problems: string[] = [];
-  let checked = 0;
-  let blobs: Map<string, Digest> | undefined;
-  for (const c of (await readdir(path.join(store.layerdb, 'sha256'))).sort()) {
-    const chain = Digest.parse(`sha256:${c}`);
-    const l = await store.layer(chain).catch(() => undefined);
-    if (!l) continue; // fsck's layout check reports unreadable entries
-    const what = `layer ${chain} (diff_id ${l.diffId})`;
-    try {
-      const m = await readDiffManifest(path.join(store.layerdb, 'sha256', c, DIFF_MANIFEST_FILE));
-      if (m && (m.diffId !== l.diffId.toString() || m.chainId !== chain.toString())) {
-        problems.push(`${what}: content manifest is for ${m.chainId} (diff_id ${m.diffId})`);
-        continue;
-      }
-      const tarSplit = path.join(store.layerdb, 'sha256', c, TAR_SPLIT_FILE);
-      const rebuildable = await exists(tarSplit);
-      let recorded = m?.entries;
-      // A manifest without content hashes leaves the content to the tar-split: without it, the
-      // blob extracted again is the reference (as for a layer without a manifest).
-      const contentUnproven =
-        recorded !== undefined &&
-        !rebuildable &&
-        recorded.some((e) => e.type === 'file' && e.size > 0 && e.hardlink === undefined && e.sha256 === undefined);
-      if (!recorded || contentUnproven) {
-        blobs ??= await blobsByDiffId(store);
-        const blob = blobs.get(l.diffId.toString());
-        if (blob && (await store.hasBlob(blob))) recorded = await extractedEntries(store, blob, l.diffId);
-        else if (contentUnproven) {
-          problems.push(
-            `${what}: ${TAR_SPLIT_FILE} is missing and no blob is stored: file contents cannot be verified`,
-          );
-          continue;
-        } else if (!rebuildable) {
-          problems.push(`${what}: no content manifest, tar-split or blob to verify against`);
-          continue;
-        }
-      }
-      // Metadata (and content, for layers without a tar-split): the manifest, walked without
-      // hashing when it holds no hashes. Content: the exact tar rebuilt from the tar-split must
-      // hash to the diff_id; a path the manifest already reports is not reported twice.
-      const found: string[] = [];
-      if (recorded) {
-        const hashed = recorded.some((e) => e.sha256 !== undefined);
-        const actual = (await walkDiff(l.diffDir, { hash: hashed })).entries;
-        if (!hashed) for (const e of actual) delete e.sha256;
-        found.push(...compareDiff(recorded, actual));
-      }
-      if (rebuildable) {
-        for (const p of await verifyTarSplit(tarSplit, l.diffDir, l.diffId, 'ERR_STORE_CORRUPT')) {
-          if (p.path === undefined) {
-            found.push(p.message);
-            continue;
-          }
-          // One line per path: a changed content joins what the manifest saw (an mtime, say);
-          // a missing or re-typed file the manifest reported already.
-          const at = found.findIndex((d) => d.startsWith(`${p.path}: `));
-          if (at < 0) found.push(`${p.path}: ${p.message}`);
-          else if (p.kind === 'content' && !found[at]!.includes(': sha256 ')) found[at] += `, ${p.message}`;
-        }
-      }
-      for (const d of found.sort()) problems.push(`${what}: ${d}`);
-      checked++;
-    } catch (e) {
-      problems.push(`${what}: ${(e as Error).message}`);
+  const done = (checked: boolean) => ({ checked, problems });
+  const chain = Digest.parse(`sha256:${c}`);
+  const l = await store.layer(chain).catch(() => undefined);
+  if (!l) return done(false); // fsck's layout check reports unreadable entries
+  const what = `layer ${chain} (diff_id ${l.diffId})`;
+  try {
+    const m = await readDiffManifest(path.join(store.layerdb, 'sha256', c, DIFF_MANIFEST_FILE));
+    if (m && (m.diffId !== l.diffId.toString() || m.chainId !== chain.toString())) {
+      problems.push(`${what}: content manifest is for ${m.chainId} (diff_id ${m.diffId})`);
+      return done(false);
     }
+    const tarSplit = path.join(store.layerdb, 'sha256', c, TAR_SPLIT_FILE);
+    const rebuildable = await exists(tarSplit);
+    let recorded = m?.entries;
+    // A manifest without content hashes leaves the content to the tar-split: without it, the
+    // blob extracted again is the reference (as for a layer without a manifest).
+    const contentUnproven =
+      recorded !== undefined &&
+      !rebuildable &&
+      recorded.some((e) => e.type === 'file' && e.size > 0 && e.hardlink === undefined && e.sha256 === undefined);
+    if (!recorded || contentUnproven) {
+      const blob = (await blobsOf()).get(l.diffId.toString());
+      if (blob && (await store.hasBlob(blob))) recorded = await extractedEntries(store, blob, l.diffId);
+      else if (contentUnproven) {
+        problems.push(`${what}: ${TAR_SPLIT_FILE} is missing and no blob is stored: file contents cannot be verified`);
+        return done(false);
+      } else if (!rebuildable) {
+        problems.push(`${what}: no content manifest, tar-split or blob to verify against`);
+        return done(false);
+      }
+    }
+    // Metadata (and content, for layers without a tar-split): the manifest, walked without
+    // hashing when it holds no hashes. Content: the exact tar rebuilt from the tar-split must
+    // hash to the diff_id; a path the manifest already reports is not reported twice.
+    const found: string[] = [];
+    if (recorded) {
+      const hashed = recorded.some((e) => e.sha256 !== undefined);
+      const actual = (await walkDiff(l.diffDir, { hash: hashed })).entries;
+      if (!hashed) for (const e of actual) delete e.sha256;
+      found.push(...compareDiff(recorded, actual));
+    }
+    if (rebuildable) {
+      for (const p of await verifyTarSplit(tarSplit, l.diffDir, l.diffId, 'ERR_STORE_CORRUPT')) {
+        if (p.path === undefined) {
+          found.push(p.message);
+          continue;
+        }
+        // One line per path: a changed content joins what the manifest saw (an mtime, say);
+        // a missing or re-typed file the manifest reported already.
+        const at = found.findIndex((d) => d.startsWith(`${p.path}: `));
+        if (at < 0) found.push(`${p.path}: ${p.message}`);
+        else if (p.kind === 'content' && !found[at]!.includes(': sha256 ')) found[at] += `, ${p.message}`;
+      }
+    }
+    for (const d of found.sort()) problems.push(`${what}: ${d}`);
+    return done(true);
+  } catch (e) {
+    problems.push(`${what}: ${(e as Error).message}`);
+    return done(false);
   }
-  return { checked, problems };
 }
 
 /** diff_id → layer blob digest, from the manifests of the stored images. */
